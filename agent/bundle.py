@@ -1,0 +1,231 @@
+"""Model bundles: a folder (or .tar.gz of one) holding an ONNX model and the manifest that describes it.
+
+The manifest is the whole contract between central training and the edge: which channels in which order,
+the window length and stride, the threshold and debounce, the names of the graph's inputs and outputs and
+the sha256 of every file. A device needs nothing else to score.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tarfile
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from agent.errors import BundleError
+
+SCHEMA_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+PRECISIONS = ("fp32", "fp16", "int8")
+# The graph's I/O names; export writes them, backends read them.
+INPUT_NAME = "window"
+SCORE_OUTPUT = "score"
+CHANNEL_ERROR_OUTPUT = "channel_error"
+
+
+@dataclass(frozen=True)
+class Threshold:
+    """The alert threshold on the graph's `score` output, and how it was chosen."""
+
+    value: float
+    method: str
+    params: dict[str, Any] = field(default_factory=dict)
+    calibration_windows: int = 0
+
+
+@dataclass(frozen=True)
+class Debounce:
+    """`trigger` consecutive windows above threshold open an alert; `clear` below it close it."""
+
+    trigger: int = 3
+    clear: int = 5
+
+
+@dataclass(frozen=True)
+class Manifest:
+    model_id: str
+    model_version: str
+    channels: tuple[str, ...]
+    window: int
+    stride: int
+    sample_period_s: float
+    precision: str
+    model_file: str
+    threshold: Threshold
+    debounce: Debounce
+    files: dict[str, dict[str, Any]]
+    created: str = ""
+    architecture: str = ""
+    score_kind: str = "mse"
+    training: dict[str, Any] = field(default_factory=dict)
+    export: dict[str, Any] = field(default_factory=dict)
+    schema_version: int = SCHEMA_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["channels"] = list(self.channels)
+        data["io"] = {
+            "input": INPUT_NAME,
+            "input_layout": "batch,time,channel",
+            "input_units": "raw sensor units; normalization is inside the graph",
+            "outputs": {SCORE_OUTPUT: "batch", CHANNEL_ERROR_OUTPUT: "batch,channel"},
+        }
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Manifest:
+        version = data.get("schema_version")
+        if version != SCHEMA_VERSION:
+            msg = f"manifest schema_version is {version!r}; this agent reads version {SCHEMA_VERSION}"
+            raise BundleError(msg)
+        try:
+            manifest = cls(
+                model_id=str(data["model_id"]),
+                model_version=str(data["model_version"]),
+                channels=tuple(str(c) for c in data["channels"]),
+                window=int(data["window"]),
+                stride=int(data["stride"]),
+                sample_period_s=float(data["sample_period_s"]),
+                precision=str(data["precision"]),
+                model_file=str(data["model_file"]),
+                threshold=Threshold(**data["threshold"]),
+                debounce=Debounce(**data.get("debounce", {})),
+                files=dict(data["files"]),
+                created=str(data.get("created", "")),
+                architecture=str(data.get("architecture", "")),
+                score_kind=str(data.get("score_kind", "mse")),
+                training=dict(data.get("training", {})),
+                export=dict(data.get("export", {})),
+            )
+        except KeyError as exc:
+            msg = f"manifest is missing the key {exc.args[0]!r}"
+            raise BundleError(msg) from exc
+        except (TypeError, ValueError) as exc:
+            msg = f"manifest has a value of the wrong type: {exc}"
+            raise BundleError(msg) from exc
+        manifest.validate()
+        return manifest
+
+    def validate(self) -> None:
+        problems = []
+        if not self.channels or len(set(self.channels)) != len(self.channels):
+            problems.append("channels must be a non-empty list of unique names")
+        if self.window < 2:
+            problems.append(f"window must be >= 2, got {self.window}")
+        if not 1 <= self.stride <= self.window:
+            problems.append(f"stride must be between 1 and window ({self.window}), got {self.stride}")
+        if self.sample_period_s <= 0:
+            problems.append(f"sample_period_s must be > 0, got {self.sample_period_s}")
+        if self.precision not in PRECISIONS:
+            problems.append(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if not (self.threshold.value == self.threshold.value):  # NaN: never calibrated
+            problems.append("threshold.value is NaN (the bundle was never calibrated)")
+        if self.debounce.trigger < 1 or self.debounce.clear < 1:
+            problems.append("debounce.trigger and debounce.clear must be >= 1")
+        if self.model_file not in self.files:
+            problems.append(f"model_file {self.model_file!r} is not listed in files")
+        if problems:
+            raise BundleError("invalid manifest: " + "; ".join(problems))
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """A verified bundle on disk: every file listed in the manifest exists and matches its sha256."""
+
+    root: Path
+    manifest: Manifest
+
+    @property
+    def model_path(self) -> Path:
+        return self.root / self.manifest.model_file
+
+    def model_bytes(self) -> bytes:
+        return self.model_path.read_bytes()
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def describe_files(root: Path, names: list[str]) -> dict[str, dict[str, Any]]:
+    """The `files` entry of a manifest: sha256 and size of each named file under root."""
+    return {name: {"sha256": sha256_file(root / name), "bytes": (root / name).stat().st_size} for name in names}
+
+
+def write_manifest(root: Path, manifest: Manifest) -> Path:
+    manifest.validate()
+    path = root / MANIFEST_NAME
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(manifest.to_dict(), indent=2, sort_keys=True) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def pack(root: Path, archive: Path) -> Path:
+    """Write the bundle folder `root` as a single .tar.gz (the manifest first, for streaming readers)."""
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(root / MANIFEST_NAME, arcname=MANIFEST_NAME)
+        for child in sorted(root.iterdir()):
+            if child.name != MANIFEST_NAME and child.is_file():
+                tar.add(child, arcname=child.name)
+    return archive
+
+
+def _extract(archive: Path) -> Path:
+    target = Path(tempfile.mkdtemp(prefix="edgevae-bundle-"))
+    try:
+        with tarfile.open(archive, "r:*") as tar:
+            for member in tar.getmembers():
+                # Only flat regular files: an archive is never allowed to write outside its folder.
+                if not member.isfile() or "/" in member.name or member.name.startswith("."):
+                    msg = f"{archive}: unexpected archive member {member.name!r} (only flat files are allowed)"
+                    raise BundleError(msg)
+            tar.extractall(target, filter="data")
+    except (tarfile.TarError, OSError) as exc:
+        shutil.rmtree(target, ignore_errors=True)
+        msg = f"{archive}: not a readable bundle archive: {exc}"
+        raise BundleError(msg) from exc
+    except BundleError:
+        shutil.rmtree(target, ignore_errors=True)
+        raise
+    return target
+
+
+def load_bundle(path: str | Path) -> Bundle:
+    """Open a bundle folder or archive, check its manifest and every file's sha256."""
+    path = Path(path)
+    if not path.exists():
+        msg = f"bundle {path} does not exist (expected a folder with {MANIFEST_NAME} or a .tar.gz of one)"
+        raise BundleError(msg)
+    root = _extract(path) if path.is_file() else path
+    manifest_path = root / MANIFEST_NAME
+    try:
+        data = json.loads(manifest_path.read_text())
+    except FileNotFoundError as exc:
+        msg = f"{path}: no {MANIFEST_NAME} (is this a bundle written by `edgevae export`?)"
+        raise BundleError(msg) from exc
+    except json.JSONDecodeError as exc:
+        msg = f"{manifest_path}: not valid JSON: {exc}"
+        raise BundleError(msg) from exc
+    if not isinstance(data, dict):
+        msg = f"{manifest_path}: expected a JSON object"
+        raise BundleError(msg)
+    manifest = Manifest.from_dict(data)
+    for name, info in manifest.files.items():
+        file_path = root / name
+        if not file_path.is_file():
+            msg = f"{path}: file {name!r} listed in the manifest is missing"
+            raise BundleError(msg)
+        actual = sha256_file(file_path)
+        if actual != info.get("sha256"):
+            msg = f"{path}: sha256 of {name!r} is {actual}, the manifest says {info.get('sha256')}"
+            raise BundleError(msg)
+    return Bundle(root=root, manifest=manifest)

@@ -1,0 +1,1 @@
+"""Compress, export and calibrate trained models into self-describing bundles for the edge."""

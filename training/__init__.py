@@ -1,0 +1,1 @@
+"""Central training of edgevae models (torch). Importing this package does not import torch."""

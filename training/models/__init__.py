@@ -1,0 +1,1 @@
+"""Model definitions: the VAE that ships, and the generators used to augment data."""
