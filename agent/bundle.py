@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import shutil
 import tarfile
 import tempfile
@@ -122,8 +123,10 @@ class Manifest:
             problems.append(f"sample_period_s must be > 0, got {self.sample_period_s}")
         if self.precision not in PRECISIONS:
             problems.append(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
-        if not (self.threshold.value == self.threshold.value):  # NaN: never calibrated
-            problems.append("threshold.value is NaN (the bundle was never calibrated)")
+        if not math.isfinite(self.threshold.value):
+            problems.append(
+                f"threshold.value must be a finite number, got {self.threshold.value} (was the bundle calibrated?)"
+            )
         if self.debounce.trigger < 1 or self.debounce.clear < 1:
             problems.append("debounce.trigger and debounce.clear must be >= 1")
         if self.model_file not in self.files:

@@ -1,10 +1,10 @@
 """Exceptions raised by edgevae.
 
-    EdgeVAEError
-    ├── ConfigError        a config file or flag has a bad key or value
-    ├── BundleError        a model bundle is missing, malformed or fails verification
-    ├── ModelLoadError     a runtime could not load the bundle's model
-    └── BackendError       a runtime failed while scoring
+EdgeVAEError
+├── ConfigError        a config file or flag has a bad key or value
+├── BundleError        a model bundle is missing, malformed or fails verification
+├── ModelLoadError     a runtime could not load the bundle's model
+└── BackendError       a runtime failed while scoring
 """
 
 from __future__ import annotations
