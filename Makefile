@@ -1,0 +1,42 @@
+# edgevae: `make demo` runs the whole product end to end; `make test` runs the test suite.
+# Both create the virtual environment and install everything they need on a fresh machine.
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test setup broker lint check clean
+
+setup: $(STAMP)
+
+# torch is pinned and installed first: an unpinned torch resolves to a multi-GB CUDA build.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e '.[all,dev]'
+	touch $@
+
+# The tests and the demo use a real mosquitto broker from Debian's packages.
+broker:
+	@command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || { \
+		echo "installing mosquitto"; \
+		$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto; }
+
+demo: setup broker
+	$(VENV)/bin/edgevae demo $(ARGS)
+
+test: setup broker
+	$(PY) -m pytest $(ARGS)
+
+lint: setup
+	$(VENV)/bin/ruff format --check agent export training tests
+	$(VENV)/bin/ruff check agent export training tests
+	$(VENV)/bin/mypy
+
+check: lint test
+
+clean:
+	rm -rf $(VENV) .demo .pytest_cache .mypy_cache .ruff_cache

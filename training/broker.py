@@ -1,0 +1,83 @@
+"""Start a throwaway MQTT broker on a free loopback port, for the demo and the tests."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+MOSQUITTO_PATHS = ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto")
+
+
+@dataclass(frozen=True)
+class Broker:
+    host: str
+    port: int
+    kind: str
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://{self.host}:{self.port}"
+
+
+def find_mosquitto() -> str | None:
+    found = shutil.which("mosquitto")
+    if found:
+        return found
+    return next((p for p in MOSQUITTO_PATHS if Path(p).is_file()), None)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_for_port(host: str, port: int, timeout: float, process: subprocess.Popen[bytes] | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            msg = f"the broker exited with code {process.returncode} before accepting connections"
+            raise RuntimeError(msg)
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    msg = f"nothing accepted connections on {host}:{port} within {timeout:.0f} s"
+    raise TimeoutError(msg)
+
+
+@contextmanager
+def start_broker(host: str = "127.0.0.1") -> Iterator[Broker]:
+    """Run mosquitto on a free port until the block exits."""
+    binary = find_mosquitto()
+    if binary is None:
+        msg = "mosquitto is not installed: run `make broker` (installs Debian's mosquitto) or apt-get install mosquitto"
+        raise RuntimeError(msg)
+    port = free_port(host)
+    with tempfile.TemporaryDirectory(prefix="edgevae-broker-") as tmp:
+        conf = Path(tmp) / "mosquitto.conf"
+        # Nagle's algorithm on loopback adds tens of milliseconds to every alert; turn it off.
+        conf.write_text(
+            f"listener {port} {host}\nallow_anonymous true\nset_tcp_nodelay true\npersistence false\n"
+            "max_queued_messages 100000\n"
+        )
+        process = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            wait_for_port(host, port, timeout=10.0, process=process)
+            yield Broker(host, port, "mosquitto")
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()

@@ -1,0 +1,127 @@
+"""The `edgevae` command: train, export, score and demo. Each subcommand imports only what it needs,
+so `edgevae score` runs on a machine without torch."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from agent.errors import EdgeVAEError
+
+logger = logging.getLogger(__name__)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from training.train_vae import config_from_args, train
+
+    run_dir = train(config_from_args(args))
+    print(f"run written to {run_dir}")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from export.bundle_writer import run_from_args
+
+    return run_from_args(args)
+
+
+def _score(args: argparse.Namespace) -> int:
+    from agent.offline import score_csv
+
+    summary = score_csv(args.bundle, args.input, args.out, backend_key=args.backend)
+    print(summary)
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from training.demo import run_demo
+
+    return run_demo(args)
+
+
+def _add_train(sub: argparse._SubParsersAction[argparse.ArgumentParser], command: str | None) -> None:
+    parser = sub.add_parser("train", help="learn a VAE of normal sensor windows")
+    # Importing train_vae pulls in torch; only pay for that when `train` is the command.
+    if command == "train":
+        from training.train_vae import add_arguments
+
+        add_arguments(parser)
+    parser.set_defaults(func=_train)
+
+
+def _add_export(sub: argparse._SubParsersAction[argparse.ArgumentParser], command: str | None) -> None:
+    parser = sub.add_parser("export", help="compress and export a trained run to a model bundle")
+    if command == "export":
+        from export.bundle_writer import add_arguments
+
+        add_arguments(parser)
+    parser.set_defaults(func=_export)
+
+
+def _add_score(sub: argparse._SubParsersAction[argparse.ArgumentParser], command: str | None) -> None:
+    parser = sub.add_parser("score", help="score a CSV offline with a bundle, exactly as the agent would")
+    parser.add_argument("--bundle", type=Path, required=True, help="bundle folder or .tar.gz")
+    parser.add_argument("--input", type=Path, required=True, help="CSV with a timestamp column and the channels")
+    parser.add_argument("--out", type=Path, required=True, help="where to write the per-row scores CSV")
+    parser.add_argument("--backend", default="onnxruntime-cpu", help="runtime backend (default: onnxruntime-cpu)")
+    parser.set_defaults(func=_score)
+
+
+def _add_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser], command: str | None) -> None:
+    parser = sub.add_parser("demo", help="train, export, serve and replay a faulty stream end to end")
+    if command == "demo":
+        from training.demo import add_arguments
+
+        add_arguments(parser)
+    parser.set_defaults(func=_demo)
+
+
+_SUBCOMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser], str | None], None]] = [
+    _add_train,
+    _add_export,
+    _add_score,
+    _add_demo,
+]
+
+
+def _command_in(argv: Sequence[str]) -> str | None:
+    """The subcommand named on the command line, found before argparse runs."""
+    args = iter(argv)
+    for arg in args:
+        if arg == "--log-level":
+            next(args, None)
+        elif not arg.startswith("-"):
+            return arg
+    return None
+
+
+def build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
+    command = _command_in(argv)
+    parser = argparse.ArgumentParser(prog="edgevae", description=__doc__)
+    parser.add_argument("--log-level", default="INFO", help="logging level (default: INFO)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in _SUBCOMMANDS:
+        add(sub, command)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser(argv).parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    try:
+        code: int = args.func(args)
+    except EdgeVAEError as exc:
+        print(f"edgevae {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"edgevae {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

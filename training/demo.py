@@ -1,0 +1,259 @@
+"""`edgevae demo`: train on a simulated plant (or your data), export an INT8 bundle, start a broker and the
+agent, replay a stream with injected faults and report which faults the agent caught."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from agent.table import Table, read_table
+from training.broker import Broker, start_broker
+from training.simulate import Fault, random_faults, simulate_plant
+
+TOPIC_ROOT = "demo"
+PREFIX = "edgevae"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    # What to train on
+    parser.add_argument(
+        "--data", type=Path, default=None, help="train on this CSV or folder instead of the simulated plant"
+    )
+    parser.add_argument(
+        "--replay",
+        type=Path,
+        default=None,
+        help="CSV to replay (labelled rows count as faults); "
+        "default: a fresh simulated stream per device with injected faults",
+    )
+    parser.add_argument(
+        "--workdir", type=Path, default=Path(".demo"), help="where runs and bundles go (default: .demo)"
+    )
+    parser.add_argument("--epochs", type=int, default=40, help="training epochs at most (default: 40)")
+    parser.add_argument("--precision", choices=["fp32", "fp16", "int8"], default="int8", help="bundle precision")
+    # What to replay
+    parser.add_argument("--devices", type=int, default=3, help="simulated devices streaming at once (default: 3)")
+    parser.add_argument("--rows", type=int, default=4000, help="readings per device in the replay (default: 4000)")
+    parser.add_argument("--faults", type=int, default=2, help="faults injected per device (default: 2)")
+    parser.add_argument("--rate", type=float, default=400.0, help="readings per second per device (default: 400)")
+    parser.add_argument("--seed", type=int, default=0, help="seed for training and the simulated streams")
+
+
+@dataclass
+class InjectedFault:
+    device: str
+    channel: str
+    kind: str
+    start_ts: float
+    end_ts: float
+
+
+def _banner(text: str) -> None:
+    print(f"\n== {text}", flush=True)
+
+
+def _train_and_export(args: argparse.Namespace) -> Path:
+    from export.bundle_writer import export_bundle
+    from training.train_vae import TrainConfig, train
+
+    _banner("training a VAE" + (f" on {args.data}" if args.data else " on the simulated plant"))
+    started = time.perf_counter()
+    run_dir = train(TrainConfig(data=args.data, out=args.workdir / "run", epochs=args.epochs, seed=args.seed))
+    meta = json.loads((run_dir / "meta.json").read_text())
+    print(f"trained in {time.perf_counter() - started:.1f} s; best validation metrics: {meta['metrics']}")
+
+    _banner(f"exporting a {args.precision.upper()} bundle")
+    report = export_bundle(run_dir, args.workdir / "bundle", precision=args.precision)
+    print(report.summary())
+    return args.workdir / "bundle"
+
+
+def _replay_streams(
+    args: argparse.Namespace, channels: tuple[str, ...]
+) -> tuple[dict[str, Table], list[InjectedFault]]:
+    if args.replay is not None:
+        table = read_table(args.replay)
+        return {"device-1": table}, _faults_from_labels("device-1", table)
+    streams: dict[str, Table] = {}
+    injected: list[InjectedFault] = []
+    for i in range(args.devices):
+        device = f"pump-{i + 1}"
+        faults = random_faults(args.rows, args.faults, seed=args.seed + 101 + i)
+        table = simulate_plant(args.rows, seed=args.seed + 1001 + i, faults=faults)
+        streams[device] = table
+        injected += [_injected(device, fault, table) for fault in faults]
+    return streams, injected
+
+
+def _injected(device: str, fault: Fault, table: Table) -> InjectedFault:
+    end = min(fault.start + fault.length, len(table.timestamps)) - 1
+    return InjectedFault(device, fault.channel, fault.kind, table.timestamps[fault.start], table.timestamps[end])
+
+
+def _faults_from_labels(device: str, table: Table) -> list[InjectedFault]:
+    if table.labels is None:
+        return []
+    labels = np.concatenate([[0], table.labels.astype(np.int8), [0]])
+    starts = np.flatnonzero(np.diff(labels) == 1)
+    ends = np.flatnonzero(np.diff(labels) == -1) - 1
+    ts = table.timestamps
+    return [InjectedFault(device, "?", "labelled", ts[s], ts[e]) for s, e in zip(starts, ends, strict=True)]
+
+
+class AlertListener:
+    """Subscribes to every alert and stats topic and prints alerts as they arrive."""
+
+    def __init__(self, broker: Broker) -> None:
+        self.alerts: list[dict[str, Any]] = []
+        self.stats: dict[str, dict[str, Any]] = {}
+        self._inbox: queue.Queue[tuple[str, bytes]] = queue.Queue()
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="edgevae-demo-listener")
+        self.client.on_connect = lambda c, *_: c.subscribe([(f"{PREFIX}/+/alert", 1), (f"{PREFIX}/+/stats", 0)])
+        self.client.on_message = lambda _c, _u, msg: self._inbox.put((msg.topic, msg.payload))
+        self.client.connect(broker.host, broker.port)
+        self.client.loop_start()
+
+    def drain(self) -> None:
+        while True:
+            try:
+                topic, payload = self._inbox.get_nowait()
+            except queue.Empty:
+                return
+            message = json.loads(payload)
+            if topic.endswith("/stats"):
+                self.stats[topic] = message
+                continue
+            self.alerts.append(message)
+            top = ", ".join(f"{c['channel']} {c['share']:.0%}" for c in message.get("top_channels", []))
+            print(
+                f"  [{message['type']:>5}] {message['device']}: score {message['score']:.3g} "
+                f"(threshold {message['threshold']:.3g}) top: {top}",
+                flush=True,
+            )
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+def _publish_streams(broker: Broker, streams: dict[str, Table], rate: float, listener: AlertListener) -> float:
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="edgevae-demo-replay")
+    client.connect(broker.host, broker.port)
+    client.loop_start()
+    rows = max(len(t.timestamps) for t in streams.values())
+    started = time.perf_counter()
+    for row in range(rows):
+        for device, table in streams.items():
+            if row < len(table.timestamps):
+                values = dict(zip(table.channels, table.values[row].tolist(), strict=True))
+                payload = json.dumps({"ts": float(table.timestamps[row]), "values": values})
+                client.publish(f"{TOPIC_ROOT}/{device}/data", payload, qos=0)
+        # Pace the replay so it behaves like sensors, not a bulk upload.
+        lag = (row + 1) / rate - (time.perf_counter() - started)
+        if lag > 0:
+            time.sleep(lag)
+        if row % 200 == 0:
+            listener.drain()
+    elapsed = time.perf_counter() - started
+    client.loop_stop()
+    client.disconnect()
+    return elapsed
+
+
+def _start_agent(bundle: Path, broker: Broker, workdir: Path) -> subprocess.Popen[bytes]:
+    config = workdir / "agent.toml"
+    config.write_text(
+        f'[mqtt]\nbroker = "mqtt://{broker.host}:{broker.port}"\ntopics = ["{TOPIC_ROOT}/+/data"]\n'
+        f'topic_prefix = "{PREFIX}"\nclient_id = "edgevae-demo-agent"\n\n'
+        f'[model]\nbundle = "{bundle.resolve()}"\n\n[stats]\ninterval_s = 1\n'
+    )
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    return subprocess.Popen([sys.executable, "-m", "agent", "--config", str(config)], env=env)
+
+
+def _summarize(injected: list[InjectedFault], alerts: list[dict[str, Any]], window_s: float) -> tuple[int, int]:
+    opened = [a for a in alerts if a["type"] == "alert"]
+    caught = 0
+    matched_alerts: set[str] = set()
+    print(f"\n{'device':<10} {'channel':<12} {'kind':<8} {'fault window':<21} caught by")
+    for fault in injected:
+        hits = [
+            a
+            for a in opened
+            if a["device"] == fault.device and fault.start_ts <= a["window_end"] <= fault.end_ts + window_s
+        ]
+        matched_alerts.update(a["id"] for a in hits)
+        caught += bool(hits)
+        by = ", ".join(f"alert top={a['top_channels'][0]['channel']}" for a in hits) or "MISSED"
+        span = f"{fault.start_ts - injected[0].start_ts:+.0f}s..{fault.end_ts - injected[0].start_ts:+.0f}s"
+        print(f"{fault.device:<10} {fault.channel:<12} {fault.kind:<8} {span:<21} {by}")
+    false_alerts = [a for a in opened if a["id"] not in matched_alerts]
+    print(
+        f"\nfaults injected: {len(injected)}  caught: {caught}  alerts raised: {len(opened)}  "
+        f"false alerts: {len(false_alerts)}  alerts ended: {sum(a['type'] == 'end' for a in alerts)}"
+    )
+    return caught, len(false_alerts)
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    bundle = _train_and_export(args)
+    from agent.bundle import load_bundle
+
+    manifest = load_bundle(bundle).manifest
+    streams, injected = _replay_streams(args, manifest.channels)
+
+    _banner("starting a broker and the agent")
+    with start_broker() as broker:
+        print(f"broker: {broker.kind} on {broker.host}:{broker.port}")
+        listener = AlertListener(broker)
+        agent = _start_agent(bundle, broker, args.workdir)
+        try:
+            _wait_online(listener, agent)
+            total = sum(len(t.timestamps) for t in streams.values())
+            _banner(f"replaying {total} readings from {len(streams)} device(s) with {len(injected)} faults")
+            elapsed = _publish_streams(broker, streams, args.rate, listener)
+            time.sleep(2.5)  # the last windows and the final stats message are in flight
+            listener.drain()
+        finally:
+            agent.send_signal(signal.SIGTERM)
+            agent.wait(timeout=20)
+            listener.close()
+
+    _banner("summary")
+    window_s = manifest.window * manifest.sample_period_s
+    caught, false_alerts = _summarize(injected, listener.alerts, window_s)
+    stats = next(iter(listener.stats.values()), {})
+    print(
+        f"replayed {total} readings in {elapsed:.1f} s ({total / elapsed:,.0f} readings/s); "
+        f"agent scored {stats.get('windows_scored', '?')} windows, dropped {stats.get('dropped', {})}"
+    )
+    print(f"agent exit code: {agent.returncode}")
+    return 0 if caught == len(injected) and agent.returncode == 0 else 1
+
+
+def _wait_online(listener: AlertListener, agent: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if agent.poll() is not None:
+            msg = f"the agent exited with code {agent.returncode} before it came online"
+            raise RuntimeError(msg)
+        listener.drain()
+        if listener.stats:
+            return
+        time.sleep(0.1)
+    msg = f"the agent did not publish stats within {timeout:.0f} s"
+    raise RuntimeError(msg)
