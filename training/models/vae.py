@@ -59,10 +59,12 @@ class _MLPCodec(nn.Module):
         self.shape = (cfg.window, cfg.channels * out_mult)
 
     def encode_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.encoder(x)
+        features: torch.Tensor = self.encoder(x)
+        return features
 
     def decode_raw(self, z: torch.Tensor) -> torch.Tensor:
-        return self.decoder(z).reshape(-1, *self.shape)
+        raw: torch.Tensor = self.decoder(z)
+        return raw.reshape(-1, *self.shape)
 
 
 class _ConvCodec(nn.Module):
@@ -96,11 +98,13 @@ class _ConvCodec(nn.Module):
         self.steps = cfg.window // 4
 
     def encode_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.encoder(x.transpose(1, 2))
+        features: torch.Tensor = self.encoder(x.transpose(1, 2))
+        return features
 
     def decode_raw(self, z: torch.Tensor) -> torch.Tensor:
         y = self.decoder_fc(z).reshape(-1, self.h, self.steps)
-        return self.decoder(y).transpose(1, 2)
+        raw: torch.Tensor = self.decoder(y)
+        return raw.transpose(1, 2)
 
 
 class WindowVAE(nn.Module):

@@ -1,0 +1,202 @@
+"""Training data for the VAE: tables in, chronological splits of normal rows, normalization and windows out.
+
+Training is on normal behaviour only: rows labelled anomalous are dropped, and a window never spans a dropped
+stretch or a split boundary, so no window mixes normal and anomalous rows or leaks across splits.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from agent.errors import ConfigError
+from agent.table import Table, infer_sample_period, read_tables
+from agent.window import sliding_windows
+from training.simulate import simulate_plant
+
+logger = logging.getLogger(__name__)
+
+SPLITS = ("train", "val", "holdout")
+SPLIT_FRACTIONS = (0.70, 0.15, 0.15)
+# A constant channel has std 0; the floor keeps its normalized value finite. The relative part stops a
+# near-constant channel (a quantized thermocouple) from turning one quantization step into many sigmas.
+STD_FLOOR_ABS = 1e-6
+STD_FLOOR_REL = 1e-3
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    channels: tuple[str, ...]
+    sources: tuple[str, ...]  # file paths, or the simulated plant's name
+    sha256: str
+    rows: int  # rows read, before dropping anomalous ones
+    anomalous_rows: int
+    sample_period_s: float
+    # Per split, the runs of consecutive normal rows (rows, channels) in raw units, in file order.
+    splits: dict[str, list[np.ndarray]]
+    simulated: dict[str, int] | None = None  # {"rows", "seed"} when the plant was simulated
+
+    def describe(self) -> dict[str, Any]:
+        """The `data` entry of meta.json."""
+        return {
+            "paths": list(self.sources),
+            "sha256": self.sha256,
+            "rows": self.rows,
+            "anomalous_rows_dropped": self.anomalous_rows,
+            "split_rows": {name: sum(len(run) for run in runs) for name, runs in self.splits.items()},
+            "simulated": self.simulated,
+        }
+
+
+def load_training_tables(path: Path | None, sim_rows: int = 20_000, seed: int = 0) -> list[Table]:
+    """The tables under `path` (a CSV file or a folder of them), or the simulated plant when `path` is None."""
+    if path is None:
+        return [simulate_plant(sim_rows, seed=seed)]
+    return read_tables(path)
+
+
+def load_training_data(path: Path | None, sim_rows: int = 20_000, seed: int = 0) -> TrainingData:
+    tables = load_training_tables(path, sim_rows=sim_rows, seed=seed)
+    channels = check_channels(tables)
+    if path is None:
+        digest = sha256_array(tables[0].values, seed)
+        simulated: dict[str, int] | None = {"rows": sim_rows, "seed": seed}
+    else:
+        digest = sha256_files([Path(t.path) for t in tables])
+        simulated = None
+    splits: dict[str, list[np.ndarray]] = {name: [] for name in SPLITS}
+    anomalous = 0
+    for table in tables:
+        labels = table.labels if table.labels is not None else np.zeros(table.rows, dtype=np.int8)
+        anomalous += int(labels.sum())
+        for name, part in zip(SPLITS, split_rows(table.rows), strict=True):
+            splits[name].extend(normal_runs(table.values[part], labels[part]))
+    if anomalous:
+        logger.info("dropped %d rows labelled anomalous; training is on normal rows only", anomalous)
+    return TrainingData(
+        channels=channels,
+        sources=tuple(t.path for t in tables),
+        sha256=digest,
+        rows=sum(t.rows for t in tables),
+        anomalous_rows=anomalous,
+        sample_period_s=sample_period(tables),
+        splits=splits,
+        simulated=simulated,
+    )
+
+
+def check_channels(tables: Sequence[Table]) -> tuple[str, ...]:
+    if not tables:
+        msg = "expected at least one table of training data, got none"
+        raise ConfigError(msg)
+    first = tables[0]
+    for table in tables[1:]:
+        if table.channels != first.channels:
+            msg = (
+                f"{table.path}: channels {list(table.channels)} differ from {list(first.channels)} in "
+                f"{first.path}; every training file needs the same channels in the same order"
+            )
+            raise ConfigError(msg)
+    return first.channels
+
+
+def sample_period(tables: Sequence[Table]) -> float:
+    periods = [infer_sample_period(t.timestamps) for t in tables if t.rows >= 2]
+    if not periods:
+        msg = f"cannot infer a sample period from {[t.path for t in tables]}: expected files with two or more rows"
+        raise ConfigError(msg)
+    period = float(np.median(periods))
+    if max(periods) > 1.01 * min(periods):
+        logger.warning("sample periods differ between files (%s..%s s); using %s s", min(periods), max(periods), period)
+    return period
+
+
+def split_rows(rows: int, fractions: Sequence[float] = SPLIT_FRACTIONS) -> list[slice]:
+    """Consecutive slices of `rows` with the given fractions (chronological: train, then val, then hold-out)."""
+    bounds = np.round(np.cumsum([0.0, *fractions]) / sum(fractions) * rows).astype(int)
+    return [slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+
+
+def normal_runs(values: np.ndarray, labels: np.ndarray) -> list[np.ndarray]:
+    """The runs of consecutive rows labelled 0, as views of `values`."""
+    normal = np.concatenate([[False], labels == 0, [False]])
+    edges = np.flatnonzero(np.diff(normal.astype(np.int8)))
+    return [values[a:b] for a, b in zip(edges[::2], edges[1::2], strict=True)]
+
+
+def fit_normalization(runs: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and floored std over the rows of `runs` (the training split only)."""
+    rows = np.concatenate(list(runs), axis=0)
+    mean = rows.mean(axis=0)
+    std = np.maximum(rows.std(axis=0), np.maximum(STD_FLOOR_ABS, STD_FLOOR_REL * np.abs(mean)))
+    return mean, std
+
+
+def check_windows(dataset: TrainingData, window: int, strides: dict[str, int], option: str) -> None:
+    """Every split needs at least one window; the message starts with the option to change."""
+    for name, stride in strides.items():
+        if count_windows(dataset.splits[name], window, stride) == 0:
+            rows = sum(len(run) for run in dataset.splits[name])
+            msg = (
+                f"{option}: the {name} split has {rows} normal rows in runs too short for one window of {window} "
+                f"({dataset.rows} rows in all); use a smaller window or more data"
+            )
+            raise ConfigError(msg)
+
+
+def count_windows(runs: Sequence[np.ndarray], window: int, stride: int) -> int:
+    return sum(max(0, (len(run) - window) // stride + 1) for run in runs)
+
+
+def make_windows(
+    runs: Sequence[np.ndarray],
+    window: int,
+    stride: int,
+    max_windows: int | None = None,
+    rng: np.random.Generator | None = None,
+) -> np.ndarray:
+    """Float32 (n, window, channels) windows of every run; a seeded random subset when over `max_windows`.
+
+    The subset is chosen before anything is copied, so a long stream at stride 1 never materializes whole.
+    """
+    views = [sliding_windows(run, window, stride) for run in runs]
+    total = sum(len(v) for v in views)
+    if max_windows is None or total <= max_windows:
+        keep = np.arange(total)
+    else:
+        keep = np.sort((rng or np.random.default_rng(0)).choice(total, size=max_windows, replace=False))
+    out = np.empty((len(keep), window, runs[0].shape[1] if runs else 0), dtype=np.float32)
+    offset = 0
+    for view in views:
+        local = keep[(keep >= offset) & (keep < offset + len(view))] - offset
+        start = np.searchsorted(keep, offset)
+        out[start : start + len(local)] = view[local]
+        offset += len(view)
+    return out
+
+
+def normalize(windows: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    out: np.ndarray = ((windows - mean) / std).astype(np.float32)
+    return out
+
+
+def sha256_files(paths: Sequence[Path]) -> str:
+    """sha256 over the files' bytes, in the given order."""
+    digest = hashlib.sha256()
+    for path in paths:
+        with path.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def sha256_array(values: np.ndarray, seed: int) -> str:
+    digest = hashlib.sha256(np.ascontiguousarray(values, dtype=np.float64).tobytes())
+    digest.update(str(seed).encode())
+    return digest.hexdigest()
