@@ -1,0 +1,319 @@
+"""Turn a training run directory into a verified bundle: export, check parity, compress, calibrate, write."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+import math
+import os
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import onnxruntime
+import torch
+
+from agent.bundle import Debounce, Manifest, Threshold, describe_files, load_bundle, pack, write_manifest
+from agent.errors import EdgeVAEError
+from export import parity
+from export._rundir import Run, load_run
+from export.errors import ExportError
+from export.onnx import DEFAULT_OPSET, set_metadata, to_onnx
+from export.quantize import Int8Settings, Precision, compress
+from export.tensorrt import PLAN_NAME, build_engine, require_tensorrt
+from export.threshold import METHODS, calibrate
+
+logger = logging.getLogger(__name__)
+
+MODEL_FILE = "model.onnx"
+
+
+@dataclass(frozen=True)
+class ExportReport:
+    bundle: Path
+    archive: Path | None
+    manifest: Manifest
+    seconds: float
+
+    def summary(self) -> str:
+        """The figures of the export in a readable block (what `edgevae export` prints)."""
+        return format_report(self)
+
+
+def export_bundle(
+    run_dir: str | Path,
+    out: str | Path,
+    precision: Precision | str = Precision.INT8,
+    threshold_method: str = "quantile",
+    threshold_params: dict[str, Any] | None = None,
+    model_id: str | None = None,
+    model_version: str | None = None,
+    archive: bool = False,
+    debounce: Debounce | None = None,
+    tensorrt: bool = False,
+) -> ExportReport:
+    """Export run `run_dir` into the bundle folder `out` (and `<out>.tar.gz` when `archive`)."""
+    started = time.perf_counter()
+    run_dir, out, precision = Path(run_dir), Path(out), Precision(precision)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        msg = f"{out} already exists and is not an empty folder; choose a new --out or remove it"
+        raise ExportError(msg)
+    archive_path = out.with_name(out.name + ".tar.gz")
+    if archive and archive_path.exists():
+        msg = f"{archive_path} already exists; choose a new --out or remove it"
+        raise ExportError(msg)
+    if tensorrt:
+        require_tensorrt()  # fail before minutes of work, not after
+    run = load_run(run_dir)
+    meta, graph = run.meta, run.graph
+    model_id = model_id or str(meta.get("model_id") or run_dir.resolve().name)
+    model_version = model_version or dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d.%H%M%S")
+    metadata = {"edgevae.model_id": model_id, "edgevae.model_version": model_version}
+    metadata["edgevae.channels"] = ",".join(meta["channels"])
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    staging.chmod(0o755)  # mkdtemp makes it private; a bundle is meant to be read by the agent's user
+    try:
+        threshold, export_info, shipped_scores = _write_model(
+            run, staging, precision, threshold_method, threshold_params or {}, metadata
+        )
+        files = [MODEL_FILE]
+        if tensorrt:
+            export_info["tensorrt"] = build_engine(
+                staging / MODEL_FILE, staging / PLAN_NAME, graph.window, graph.channels
+            )
+            files.append(PLAN_NAME)
+        export_info["seconds"] = round(time.perf_counter() - started, 3)
+        manifest = Manifest(
+            model_id=model_id,
+            model_version=model_version,
+            channels=tuple(meta["channels"]),
+            window=graph.window,
+            stride=int(meta["stride"]),
+            sample_period_s=float(meta["sample_period_s"]),
+            precision=precision.value,
+            model_file=MODEL_FILE,
+            threshold=threshold,
+            debounce=debounce or Debounce(),
+            files=describe_files(staging, files),
+            created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            architecture=f"vae-{graph.vae.cfg.arch}",
+            score_kind=graph.score_kind,
+            training=_training_section(run),
+            export=export_info,
+        )
+        write_manifest(staging, manifest)
+        if out.exists():
+            out.rmdir()
+        os.replace(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+    try:
+        if archive:
+            pack(out, archive_path)
+        _self_check(out, archive_path if archive else None, manifest, run.holdout[:8], shipped_scores[:8])
+    except BaseException:
+        # A bundle that does not read back as written must not be left where a deployment could pick it up.
+        shutil.rmtree(out, ignore_errors=True)
+        archive_path.unlink(missing_ok=True)
+        raise
+    seconds = time.perf_counter() - started
+    logger.info("bundle %s written in %.2f s", out, seconds)
+    return ExportReport(out, archive_path if archive else None, manifest, seconds)
+
+
+def _write_model(
+    run: Run,
+    staging: Path,
+    precision: Precision,
+    threshold_method: str,
+    threshold_params: dict[str, Any],
+    metadata: dict[str, str],
+) -> tuple[Threshold, dict[str, Any], np.ndarray]:
+    """Export, check against torch, compress into `staging`, and calibrate on the shipped model's scores."""
+    graph = run.graph
+    with tempfile.TemporaryDirectory(prefix="edgevae-export-") as tmp:
+        fp32_path = to_onnx(graph, Path(tmp) / "fp32.onnx", graph.window, graph.channels, metadata=metadata)
+        torch_vs_onnx = parity.torch_onnx_parity(graph, fp32_path, np.concatenate([run.train_sample, run.holdout]))
+        worst = max(torch_vs_onnx["max_rel_error_score"], torch_vs_onnx["max_rel_error_channel_error"])
+        if not worst <= parity.PARITY_RTOL:
+            msg = f"the FP32 ONNX model does not match torch: max relative error {worst:.3g} > {parity.PARITY_RTOL}"
+            raise ExportError(msg)
+
+        shipped = staging / MODEL_FILE
+        # The default INT8 settings are also TensorRT's (symmetric, float biases): one model for both.
+        compression = compress(fp32_path, shipped, precision, run.train_sample, Int8Settings())
+        set_metadata(shipped, {**metadata, "edgevae.precision": precision.value})
+        # The threshold is calibrated on the scores of the model that ships, through the agent's backend.
+        shipped_scores = parity.onnx_scores(shipped, run.holdout).score
+        fp32_scores = parity.onnx_scores(fp32_path, run.holdout).score
+        threshold = calibrate(shipped_scores, threshold_method, **threshold_params)
+        fp32_threshold = calibrate(fp32_scores, threshold_method, **threshold_params)
+        fidelity = parity.compare(fp32_scores, shipped_scores, fp32_threshold.value, threshold.value, graph.score_kind)
+        fp32_bytes = fp32_path.stat().st_size
+    export_info: dict[str, Any] = {
+        "exporter": {
+            "torch": torch.__version__,
+            "onnx": onnx.__version__,
+            "onnxruntime": onnxruntime.__version__,
+            "opset": DEFAULT_OPSET,
+            "dynamo": False,
+        },
+        "compression": compression,
+        "parity": {"torch_vs_onnx_fp32": torch_vs_onnx, "shipped_vs_fp32": _finite(fidelity.to_dict())},
+        "sizes": {"fp32_bytes": fp32_bytes, "shipped_bytes": shipped.stat().st_size},
+        "fp32_threshold": fp32_threshold.value,
+    }
+    return threshold, export_info, shipped_scores
+
+
+def _training_section(run: Run) -> dict[str, Any]:
+    keys = ("created", "git_sha", "metrics", "data", "config", "model_config", "normalization")
+    section = {key: run.meta[key] for key in keys if key in run.meta}
+    section["run"] = run.root.resolve().name
+    section["holdout_windows"] = len(run.holdout)
+    section["train_sample_windows"] = len(run.train_sample)
+    return section
+
+
+def _finite(figures: dict[str, Any]) -> dict[str, Any]:
+    # JSON has no NaN; an undefined figure (a constant score, say) is written as null.
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in figures.items()}
+
+
+def _self_check(
+    folder: Path, archive: Path | None, expected: Manifest, windows: np.ndarray, scores: np.ndarray
+) -> None:
+    """Reopen what was written exactly as a device would, and score a few windows through it."""
+    for path in (folder, archive):
+        if path is None:
+            continue
+        bundle = load_bundle(path)
+        # Compared as JSON: the manifest read back has lists where the written one may have tuples.
+        if bundle.manifest.to_dict() != json.loads(json.dumps(expected.to_dict())):
+            msg = f"{path}: the manifest read back differs from the one written"
+            raise ExportError(msg)
+        again = parity.onnx_scores(bundle.model_path, windows).score
+        if not np.allclose(again, scores, rtol=1e-4, atol=1e-6):
+            msg = f"{path}: the bundled model scores differently from the model that was calibrated"
+            raise ExportError(msg)
+        if path == archive:
+            shutil.rmtree(bundle.root, ignore_errors=True)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags of `edgevae export`."""
+    # What to export and where
+    parser.add_argument(
+        "--run", type=Path, required=True, help="training run directory (model.pt, meta.json, calibration.npz)"
+    )
+    parser.add_argument("--out", type=Path, required=True, help="bundle folder to create; must not exist or be empty")
+    parser.add_argument(
+        "--precision",
+        choices=[p.value for p in Precision],
+        default=Precision.INT8.value,
+        help="precision of the shipped model: fp32, fp16 (float16 weights) or int8 (static QDQ); default int8",
+    )
+    # Threshold
+    parser.add_argument(
+        "--threshold-method",
+        choices=sorted(METHODS),
+        default="quantile",
+        help="how the alert threshold is chosen from the hold-out scores of the shipped model; default quantile",
+    )
+    parser.add_argument(
+        "--threshold-q", type=float, default=0.995, help="quantile of normal hold-out scores; default 0.995"
+    )
+    parser.add_argument(
+        "--threshold-margin",
+        type=float,
+        default=1.0,
+        help="factor pushing the threshold above the quantile; default 1.0",
+    )
+    # Identity and packaging
+    parser.add_argument("--model-id", help="model id in the manifest; default: meta.json's, else the run folder name")
+    parser.add_argument("--model-version", help="model version in the manifest; default: UTC time YYYYMMDD.HHMMSS")
+    parser.add_argument("--archive", action="store_true", help="also write <out>.tar.gz")
+    parser.add_argument(
+        "--debounce-trigger",
+        type=int,
+        default=Debounce().trigger,
+        help="consecutive windows above threshold that open an alert",
+    )
+    parser.add_argument(
+        "--debounce-clear", type=int, default=Debounce().clear, help="consecutive windows below threshold that close it"
+    )
+    parser.add_argument(
+        "--tensorrt",
+        action="store_true",
+        help="also build model.plan with TensorRT >= 10; run this on the device itself, engines are not portable",
+    )
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    params: dict[str, Any] = {}
+    if args.threshold_method == "quantile":
+        params = {"q": args.threshold_q, "margin": args.threshold_margin}
+    try:
+        report = export_bundle(
+            args.run,
+            args.out,
+            precision=args.precision,
+            threshold_method=args.threshold_method,
+            threshold_params=params,
+            model_id=args.model_id,
+            model_version=args.model_version,
+            archive=args.archive,
+            debounce=Debounce(trigger=args.debounce_trigger, clear=args.debounce_clear),
+            tensorrt=args.tensorrt,
+        )
+    except EdgeVAEError as exc:
+        print(f"export failed: {exc}", file=sys.stderr)
+        return 1
+    print(report.summary())
+    return 0
+
+
+def format_report(report: ExportReport) -> str:
+    m = report.manifest
+    exp = m.export
+    tvo = exp["parity"]["torch_vs_onnx_fp32"]
+    fid = exp["parity"]["shipped_vs_fp32"]
+    sizes = exp["sizes"]
+    t = m.threshold
+    params = ", ".join(f"{k}={v}" for k, v in t.params.items())
+    lines = [
+        f"bundle          {report.bundle}" + (f"  (+ {report.archive})" if report.archive else ""),
+        f"model           {m.model_id} {m.model_version}  {m.architecture}, score {m.score_kind}, {m.precision}",
+        f"torch vs onnx   max rel error {tvo['max_rel_error_score']:.2e} score, "
+        f"{tvo['max_rel_error_channel_error']:.2e} channel error  ({tvo['windows']} windows)",
+        f"{m.precision} vs fp32    max rel {fid['max_rel_error']:.4f}, median rel {fid['median_rel_error']:.4f}, "
+        f"spearman {_fmt(fid['spearman'])}, decision flips {100 * fid['decision_flips']:.2f} % "
+        f"({fid['windows']} hold-out windows)",
+        f"size            fp32 {sizes['fp32_bytes']:,} B -> {m.precision} {sizes['shipped_bytes']:,} B "
+        f"({sizes['shipped_bytes'] / sizes['fp32_bytes']:.2f}x)",
+        f"threshold       {t.value:.6g}  ({t.method}: {params}; {t.calibration_windows} hold-out windows)",
+        f"debounce        trigger {m.debounce.trigger}, clear {m.debounce.clear}",
+    ]
+    if "tensorrt" in exp:
+        trt = exp["tensorrt"]
+        lines.append(f"tensorrt        {trt['plan_file']} (TensorRT {trt['tensorrt_version']}, {trt['gpu'] or 'GPU'})")
+    lines += [
+        f"took            {report.seconds:.2f} s",
+    ]
+    return "\n".join(lines)
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"

@@ -1,0 +1,266 @@
+"""Export round trip: a tiny trained run to ONNX, compressed, bundled and scored through the agent's backend."""
+
+from __future__ import annotations
+
+import argparse
+import doctest
+import shutil
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from rundir_fixture import CHANNELS, anomalous_windows, make_run_dir
+
+import export.parity
+from agent.backends import create_backend
+from agent.bundle import CHANNEL_ERROR_OUTPUT, INPUT_NAME, SCORE_OUTPUT, describe_files, load_bundle
+from agent.errors import BundleError
+from export._rundir import load_run
+from export.bundle_writer import ExportReport, add_arguments, export_bundle, run_from_args
+from export.errors import ExportError
+from export.graph import GraphOutputs
+from export.onnx import to_onnx
+from export.parity import PARITY_RTOL, average_ranks, relative_error, spearman, torch_scores
+from export.partition import scoring_arithmetic_nodes
+from export.quantize import Precision, compress
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_run_dir(tmp_path_factory.mktemp("runs"))
+
+
+@pytest.fixture(scope="module")
+def int8_bundle(run_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> ExportReport:
+    out = tmp_path_factory.mktemp("bundles") / "int8"
+    return export_bundle(run_dir, out, precision="int8", model_version="1.0.0", archive=True)
+
+
+@pytest.fixture(scope="module")
+def fp32_model(run_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    graph = load_run(run_dir).graph
+    path = tmp_path_factory.mktemp("onnx") / "fp32.onnx"
+    return to_onnx(graph, path, graph.window, graph.channels, metadata={"edgevae.model_id": "m1"})
+
+
+def test_output_names_are_the_agent_contract() -> None:
+    assert GraphOutputs._fields == (SCORE_OUTPUT, CHANNEL_ERROR_OUTPUT)
+
+
+def test_onnx_graph_contract(fp32_model: Path) -> None:
+    model = onnx.load(str(fp32_model))
+    onnx.checker.check_model(model, full_check=True)
+    assert [i.name for i in model.graph.input] == [INPUT_NAME]
+    assert [o.name for o in model.graph.output] == [SCORE_OUTPUT, CHANNEL_ERROR_OUTPUT]
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    assert [d.dim_param or d.dim_value for d in dims] == ["batch", 32, len(CHANNELS)]
+    assert {p.key: p.value for p in model.metadata_props}["edgevae.model_id"] == "m1"
+    assert model.opset_import[0].version == 17
+
+
+@pytest.mark.parametrize("batch", [1, 37])
+def test_onnx_fp32_matches_torch_at_any_batch(run_dir: Path, fp32_model: Path, batch: int) -> None:
+    run = load_run(run_dir)
+    windows = np.concatenate([run.holdout, run.train_sample])[:batch]
+    expected = torch_scores(run.graph, windows)
+    actual = create_backend(fp32_model).run(windows)
+    assert actual.score.shape == (batch,)
+    assert actual.channel_error.shape == (batch, len(CHANNELS))
+    assert relative_error(actual.score, expected.score).max() <= PARITY_RTOL
+    assert relative_error(actual.channel_error, expected.channel_error).max() <= PARITY_RTOL
+
+
+def test_normalization_is_inside_the_graph(run_dir: Path, fp32_model: Path) -> None:
+    run = load_run(run_dir)
+    backend = create_backend(fp32_model)
+    normal = backend.run(run.holdout).score
+    shifted = backend.run(anomalous_windows(run.holdout)).score
+    # Raw units differ by five orders of magnitude between channels; a missing normalization would not
+    # put normal windows at scores of order one (normalized variance) or separate the level shifts.
+    assert float(np.median(normal)) < 1.0
+    assert float(np.median(shifted)) > 5 * float(np.quantile(normal, 0.99))
+
+
+def test_scoring_arithmetic_stays_out_of_the_vae_body(fp32_model: Path) -> None:
+    model = onnx.load(str(fp32_model))
+    ops = {n.name: n.op_type for n in model.graph.node}
+    outside = {ops[name] for name in scoring_arithmetic_nodes(model)}
+    assert {"Sub", "Div", "Pow", "ReduceMean"} <= outside
+    assert not outside & {"Conv", "ConvTranspose", "Gemm", "MatMul", "Erf"}
+
+
+def test_int8_bundle_manifest(int8_bundle: ExportReport, run_dir: Path) -> None:
+    bundle = load_bundle(int8_bundle.bundle)
+    m = bundle.manifest
+    assert (m.precision, m.model_file, m.model_version) == ("int8", "model.onnx", "1.0.0")
+    assert m.model_id == run_dir.name
+    assert (m.channels, m.window, m.stride, m.sample_period_s) == (CHANNELS, 32, 8, 1.0)
+    assert (m.architecture, m.score_kind) == ("vae-conv", "mse")
+    assert m.files == describe_files(int8_bundle.bundle, ["model.onnx"])
+    assert m.threshold.method == "quantile"
+    assert m.threshold.params == {"q": 0.995, "margin": 1.0}
+    assert m.threshold.calibration_windows == len(load_run(run_dir).holdout)
+    assert m.training["metrics"]["device"] == "cpu"
+    parity = m.export["parity"]
+    assert parity["torch_vs_onnx_fp32"]["max_rel_error_score"] <= PARITY_RTOL
+    # 250 training windows: ORT calibrates on whole batches of 32, the last 26 are left out
+    assert m.export["compression"]["calibration_windows"] == 224
+    sizes = m.export["sizes"]
+    assert sizes["shipped_bytes"] == m.files["model.onnx"]["bytes"] < sizes["fp32_bytes"]
+    assert sorted(p.name for p in int8_bundle.bundle.iterdir()) == ["manifest.json", "model.onnx"]
+
+
+@pytest.mark.parametrize("batch", [1, 37, None])
+def test_int8_scores_through_the_agent_backend(int8_bundle: ExportReport, run_dir: Path, batch: int | None) -> None:
+    windows = load_run(run_dir).holdout[:batch]
+    out = create_backend(load_bundle(int8_bundle.bundle).model_path).run(windows)
+    assert np.all(np.isfinite(out.score))
+    assert np.all(out.channel_error >= 0)
+    assert out.score.shape == (len(windows),)
+    assert out.channel_error.shape == (len(windows), len(CHANNELS))
+
+
+def test_int8_follows_fp32(int8_bundle: ExportReport, run_dir: Path, fp32_model: Path) -> None:
+    fidelity = int8_bundle.manifest.export["parity"]["shipped_vs_fp32"]
+    assert fidelity["spearman"] > 0.9
+    assert fidelity["decision_flips"] <= 0.02
+    # The same holds on windows the threshold was not calibrated on, anomalies included.
+    run = load_run(run_dir)
+    windows = np.concatenate([run.train_sample, anomalous_windows(run.holdout)])
+    ref = create_backend(fp32_model).run(windows).score
+    got = create_backend(int8_bundle.bundle / "model.onnx").run(windows).score
+    assert spearman(got, ref) > 0.9
+    threshold = int8_bundle.manifest.threshold.value
+    fp32_threshold = int8_bundle.manifest.export["fp32_threshold"]
+    assert np.mean((got > threshold) != (ref > fp32_threshold)) <= 0.02
+
+
+def test_fp16_bundle(run_dir: Path, tmp_path: Path) -> None:
+    report = export_bundle(run_dir, tmp_path / "fp16", precision=Precision.FP16)
+    m = load_bundle(report.bundle).manifest
+    assert m.precision == "fp16"
+    assert m.export["parity"]["shipped_vs_fp32"]["spearman"] > 0.99
+    out = create_backend(report.bundle / "model.onnx").run(load_run(run_dir).holdout[:5])
+    assert np.all(np.isfinite(out.score))
+
+
+def test_fp16_keeps_raw_readings_beyond_float16_range(run_dir: Path, tmp_path: Path) -> None:
+    # Readings above 65504 (pressure in Pa, counters) are inf in float16; normalization must run in float32.
+    run = load_run(run_dir)
+    offset = 1e5
+    graph = run.graph
+    graph.mean += offset
+    fp32 = to_onnx(graph, tmp_path / "fp32.onnx", graph.window, graph.channels)
+    compress(fp32, tmp_path / "fp16.onnx", Precision.FP16)
+    windows = run.holdout[:16] + np.float32(offset)
+    ref = create_backend(fp32).run(windows).score
+    got = create_backend(tmp_path / "fp16.onnx").run(windows).score
+    assert np.all(np.isfinite(got))
+    assert relative_error(got, ref).max() < 0.1
+
+
+def test_archive_round_trip(int8_bundle: ExportReport) -> None:
+    assert int8_bundle.archive == int8_bundle.bundle.with_name("int8.tar.gz")
+    with tarfile.open(int8_bundle.archive) as tar:
+        assert tar.getnames()[0] == "manifest.json"
+    from_archive = load_bundle(int8_bundle.archive)
+    try:
+        assert from_archive.manifest == load_bundle(int8_bundle.bundle).manifest
+        assert from_archive.model_bytes() == (int8_bundle.bundle / "model.onnx").read_bytes()
+    finally:
+        shutil.rmtree(from_archive.root)
+
+
+def test_tampered_model_fails_to_load(int8_bundle: ExportReport, tmp_path: Path) -> None:
+    copy = shutil.copytree(int8_bundle.bundle, tmp_path / "copy")
+    model = copy / "model.onnx"
+    data = bytearray(model.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    model.write_bytes(bytes(data))
+    with pytest.raises(BundleError, match="sha256"):
+        load_bundle(copy)
+
+
+def test_gaussian_decoder_exports_an_nll_score(tmp_path: Path) -> None:
+    run_dir = make_run_dir(tmp_path, arch="mlp", likelihood="gaussian", steps=60)
+    report = export_bundle(run_dir, tmp_path / "bundle", precision="fp32", model_id="nll-model")
+    m = report.manifest
+    assert (m.model_id, m.score_kind, m.architecture) == ("nll-model", "nll", "vae-mlp")
+    figures = m.export["parity"]
+    assert figures["torch_vs_onnx_fp32"]["max_rel_error_score"] <= PARITY_RTOL
+    assert figures["shipped_vs_fp32"]["max_rel_error"] == 0.0
+
+
+def test_parity_failure_is_loud_and_leaves_nothing(
+    run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*_: object) -> dict[str, float]:
+        return {"max_rel_error_score": 0.5, "max_rel_error_channel_error": 0.0, "windows": 1}
+
+    monkeypatch.setattr(export.parity, "torch_onnx_parity", broken)
+    with pytest.raises(ExportError, match="does not match torch"):
+        export_bundle(run_dir, tmp_path / "bundle")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_refuses_to_overwrite_and_names_missing_run_files(run_dir: Path, tmp_path: Path) -> None:
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "file").write_text("x")
+    with pytest.raises(ExportError, match="already exists"):
+        export_bundle(run_dir, tmp_path / "taken")
+    with pytest.raises(ExportError, match="calibration.npz"):
+        export_bundle(tmp_path / "taken", tmp_path / "out")
+    (tmp_path / "out.tar.gz").write_text("x")
+    with pytest.raises(ExportError, match="out.tar.gz already exists"):
+        export_bundle(run_dir, tmp_path / "out", archive=True)
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_flags_and_report(run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    for action in parser._actions[1:]:
+        assert action.help, f"{action.dest} has no help"
+    args = parser.parse_args(
+        ["--run", str(run_dir), "--out", str(tmp_path / "b"), "--precision", "fp32", "--threshold-q", "0.99"]
+        + ["--debounce-trigger", "2", "--debounce-clear", "4", "--model-version", "7"]
+    )
+    assert run_from_args(args) == 0
+    printed = capsys.readouterr().out
+    assert "torch vs onnx" in printed
+    assert "threshold" in printed
+    m = load_bundle(tmp_path / "b").manifest
+    assert (m.debounce.trigger, m.debounce.clear, m.threshold.params["q"], m.model_version) == (2, 4, 0.99, "7")
+    # a failure is reported, not raised
+    assert run_from_args(args) == 1
+    assert "already exists" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "expected"),
+    [
+        ([1.0, 2.0, 3.0, 4.0], [10.0, 20.0, 30.0, 40.0], 1.0),  # same order
+        ([1.0, 2.0, 3.0, 4.0], [4.0, 3.0, 2.0, 1.0], -1.0),  # reversed order
+        ([1.0, 2.0, 3.0], [1.0, 4.0, 9.0], 1.0),  # monotone but not linear
+        ([1.0, 2.0, 2.0, 3.0], [1.0, 2.0, 3.0, 4.0], 0.9486832980505138),  # a tie on one side
+    ],
+)
+def test_spearman(a: list[float], b: list[float], expected: float) -> None:
+    assert spearman(np.array(a), np.array(b)) == pytest.approx(expected)
+
+
+def test_spearman_of_constant_scores_is_undefined() -> None:
+    assert np.isnan(spearman(np.ones(4), np.arange(4.0)))
+
+
+def test_relative_error_floor() -> None:
+    ref = np.array([1.0, 1.0, 1.0, 0.0])
+    # the zero reference is compared against 1 % of the median instead of dividing by zero
+    assert relative_error(np.array([1.1, 1.0, 1.0, 0.001]), ref).tolist() == pytest.approx([0.1, 0, 0, 0.1])
+
+
+def test_parity_docstring_examples() -> None:
+    assert average_ranks(np.array([3.0, 1.0])).tolist() == [2.0, 1.0]
+    assert doctest.testmod(export.parity).failed == 0
