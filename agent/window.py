@@ -28,7 +28,8 @@ def sliding_windows(values: np.ndarray, window: int, stride: int) -> np.ndarray:
         return np.empty((0, window, values.shape[1]), dtype=values.dtype)
     n = (rows - window) // stride + 1
     view = np.lib.stride_tricks.sliding_window_view(values, window, axis=0)  # (rows-W+1, C, W)
-    return view[::stride][:n].transpose(0, 2, 1)
+    windows: np.ndarray = view[::stride][:n].transpose(0, 2, 1)
+    return windows
 
 
 def window_end_rows(rows: int, window: int, stride: int) -> np.ndarray:
@@ -37,3 +38,56 @@ def window_end_rows(rows: int, window: int, stride: int) -> np.ndarray:
         return np.empty(0, dtype=np.int64)
     n = (rows - window) // stride + 1
     return np.arange(n, dtype=np.int64) * stride + window - 1
+
+
+class OnlineWindow:
+    """One stream's ring buffer: `push` a reading, and every `stride` readings once full a window is due.
+
+    Windows follow the rule of `sliding_windows`, counted from the first reading or the last `reset`.
+
+    >>> w = OnlineWindow(window=3, stride=2, channels=1)
+    >>> [w.push(float(t), np.array([t])) for t in range(5)]
+    [False, False, True, False, True]
+    >>> w.window()[:, 0]
+    array([2., 3., 4.], dtype=float32)
+    """
+
+    def __init__(self, window: int, stride: int, channels: int) -> None:
+        if window < 1 or stride < 1:
+            msg = f"window and stride must be >= 1, got window={window} stride={stride}"
+            raise ValueError(msg)
+        self.size = window
+        self.stride = stride
+        # Every row is written twice, at i and i + window, so the last `window` rows are always one
+        # contiguous slice and a window costs a single copy.
+        self._rows = np.zeros((2 * window, channels), dtype=np.float32)
+        self._ts = np.zeros(2 * window, dtype=np.float64)
+        self._pos = 0
+        self.count = 0  # readings since the last reset
+        self.last_ts: float | None = None
+
+    def reset(self) -> None:
+        self._pos = 0
+        self.count = 0
+        self.last_ts = None
+
+    def push(self, ts: float, values: np.ndarray) -> bool:
+        """Add one reading; True when it completes a window."""
+        pos, size = self._pos, self.size
+        self._rows[pos] = values
+        self._rows[pos + size] = values
+        self._ts[pos] = ts
+        self._ts[pos + size] = ts
+        self._pos = (pos + 1) % size
+        self.count += 1
+        self.last_ts = ts
+        return self.count >= size and (self.count - size) % self.stride == 0
+
+    def window(self) -> np.ndarray:
+        """A copy of the last `window` readings, oldest first, as (window, channels) float32."""
+        out: np.ndarray = self._rows[self._pos : self._pos + self.size].copy()
+        return out
+
+    def span(self) -> tuple[float, float]:
+        """Timestamps of the first and last reading of the current window."""
+        return float(self._ts[self._pos]), float(self._ts[self._pos + self.size - 1])

@@ -11,6 +11,7 @@ import numpy as np
 from agent.bundle import Threshold
 from agent.errors import ConfigError
 from export.errors import ExportError
+from export.pot import pot_threshold
 
 
 def quantile_threshold(scores: np.ndarray, q: float = 0.995, margin: float = 1.0) -> float:
@@ -34,9 +35,20 @@ def quantile_threshold(scores: np.ndarray, q: float = 0.995, margin: float = 1.0
     return t + (margin - 1.0) * abs(t)
 
 
+def pot(scores: np.ndarray, risk: float = 1e-3, init_quantile: float = 0.98) -> float:
+    """Peaks-over-threshold (Siffer et al., KDD 2017): the score exceeded with probability `risk` per window,
+    extrapolated from a generalized Pareto fit to the tail above the `init_quantile` quantile."""
+    try:
+        return pot_threshold(scores, risk=risk, init_quantile=init_quantile).threshold
+    except ValueError as exc:
+        msg = f"peaks-over-threshold calibration failed: {exc}"
+        raise ExportError(msg) from exc
+
+
 # name -> function(scores, **params) -> threshold value. Every method sees validated, finite 1-D scores.
 METHODS: dict[str, Callable[..., float]] = {
     "quantile": quantile_threshold,
+    "pot": pot,
 }
 
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from agent.backends.base import Backend, ScoreOutputs
 from agent.errors import ConfigError, ModelLoadError
+from agent.schema import build
 
 logger = logging.getLogger(__name__)
 
@@ -21,6 +22,8 @@ logger = logging.getLogger(__name__)
 # runtime (TensorRT, CUDA) never stops the agent from starting with another backend.
 _REGISTRY: dict[str, tuple[str, str, str]] = {
     "onnxruntime-cpu": ("agent.backends.ort_cpu", "OrtCpuBackend", "OrtCpuBackendConfig"),
+    "onnxruntime-cuda": ("agent.backends.ort_cuda", "OrtCudaBackend", "OrtCudaBackendConfig"),
+    "tensorrt": ("agent.backends.tensorrt", "TensorRTBackend", "TensorRTBackendConfig"),
 }
 
 
@@ -29,15 +32,13 @@ def available_backends() -> list[str]:
 
 
 def backend_config(key: str, options: dict[str, Any] | None = None) -> Any:
-    """Build the config dataclass of backend `key` from a plain dict (e.g. a TOML table)."""
+    """Build the config dataclass of backend `key` from a plain dict (e.g. a TOML table).
+
+    Raises SchemaError naming each unknown key or bad value relative to the table.
+    """
     module = _import(key)
     cls = getattr(module, _REGISTRY[key][2])
-    options = {k: v for k, v in (options or {}).items() if k != "type"}
-    try:
-        return cls(**options)
-    except TypeError as exc:
-        msg = f"backend {key!r}: {exc}"
-        raise ConfigError(msg) from exc
+    return build(cls, {"type": key, **(options or {})})
 
 
 def create_backend(model_path: Path, key: str = "onnxruntime-cpu", options: dict[str, Any] | None = None) -> Backend:

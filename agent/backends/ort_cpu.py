@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Final, Literal
 
 import numpy as np
 import onnxruntime as ort
@@ -16,14 +16,14 @@ from agent.errors import BackendError, ModelLoadError
 
 logger = logging.getLogger(__name__)
 
-KEY = "onnxruntime-cpu"
+KEY: Final = "onnxruntime-cpu"
 
 
 @dataclass(frozen=True)
 class OrtCpuBackendConfig:
-    type: Literal["onnxruntime-cpu"] = KEY
+    type: Literal["onnxruntime-cpu"] = field(default=KEY, metadata={"description": "backend key"})
     # One thread measured fastest for models this small, and leaves a core to MQTT and the broker.
-    threads: int = 1
+    threads: int = field(default=1, metadata={"description": "ONNX Runtime intra-op threads", "ge": 1})
 
 
 def session_options(threads: int) -> ort.SessionOptions:
@@ -38,14 +38,15 @@ def session_options(threads: int) -> ort.SessionOptions:
     return options
 
 
-class OrtCpuBackend:
+class OrtBackend:
+    """An ONNX Runtime session checked against the graph contract; subclasses choose the providers."""
+
     key = KEY
 
-    def __init__(self, model_path: Path, cfg: OrtCpuBackendConfig | None = None) -> None:
-        cfg = cfg or OrtCpuBackendConfig()
+    def __init__(self, model_path: Path, threads: int, providers: list[Any]) -> None:
         try:
             self._session: ort.InferenceSession | None = ort.InferenceSession(
-                str(model_path), sess_options=session_options(cfg.threads), providers=["CPUExecutionProvider"]
+                str(model_path), sess_options=session_options(threads), providers=providers
             )
         except Exception as exc:  # onnxruntime raises its own untyped errors for bad models
             msg = f"onnxruntime could not load {model_path}: {exc}"
@@ -75,3 +76,11 @@ class OrtCpuBackend:
 
     def close(self) -> None:
         self._session = None
+
+
+class OrtCpuBackend(OrtBackend):
+    key = KEY
+
+    def __init__(self, model_path: Path, cfg: OrtCpuBackendConfig | None = None) -> None:
+        cfg = cfg or OrtCpuBackendConfig()
+        super().__init__(model_path, cfg.threads, ["CPUExecutionProvider"])

@@ -1,0 +1,171 @@
+"""Readings in, decisions out: every device's due windows scored in micro-batches, then debounced into alerts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+from agent.backends.base import Backend
+from agent.bundle import Debounce as DebounceSettings
+from agent.bundle import Manifest
+from agent.errors import BackendError
+from agent.threshold import Debounce, Threshold, Transition
+from agent.window import OnlineWindow
+
+
+@dataclass(frozen=True)
+class WindowResult:
+    device: str
+    index: int  # the device's reading count at the window's last reading (1-based, never reset)
+    start_ts: float
+    end_ts: float
+    score: float
+    channel_error: np.ndarray  # (channels,) float32
+    anomalous: bool  # this window's score alone is above the threshold
+    alert_open: bool  # the debounced decision after this window
+
+
+@dataclass(frozen=True)
+class AlertEvent:
+    """An alert opened (`alert`) or ended (`end`) on `window`."""
+
+    type: Literal["alert", "end"]
+    device: str
+    window: WindowResult
+    started_ts: float  # end of the first anomalous window of the run that opened the alert
+    peak: WindowResult  # highest-scoring window since started_ts
+
+
+@dataclass
+class StepResult:
+    windows: list[WindowResult] = field(default_factory=list)
+    events: list[AlertEvent] = field(default_factory=list)
+
+
+@dataclass
+class _Pending:
+    device: str
+    index: int
+    start_ts: float
+    end_ts: float
+    window: np.ndarray
+
+
+class _DeviceState:
+    def __init__(self, manifest: Manifest, debounce: DebounceSettings) -> None:
+        self.window = OnlineWindow(manifest.window, manifest.stride, len(manifest.channels))
+        self.debounce = Debounce(debounce.trigger, debounce.clear)
+        self.readings = 0
+        self.run_start: float | None = None  # set while anomalous windows lead towards, or hold, an alert
+        self.peak: WindowResult | None = None
+
+
+class Detector:
+    """Orchestrates `window`, a backend and `threshold`, with no MQTT and no files, so the live agent and
+    offline scoring (`agent.offline`) make the same decisions on the same readings."""
+
+    def __init__(
+        self,
+        manifest: Manifest,
+        backend: Backend,
+        debounce: DebounceSettings | None = None,
+        max_batch: int = 256,
+        max_gap_periods: float = 0.0,
+    ) -> None:
+        if max_batch < 1:
+            msg = f"max_batch must be >= 1, got {max_batch}"
+            raise ValueError(msg)
+        self.manifest = manifest
+        self.backend = backend
+        self.threshold = Threshold(manifest.threshold.value)
+        self.debounce = debounce or manifest.debounce
+        self.max_batch = max_batch
+        # 0 disables: every reading continues the window however long the silence before it.
+        self.max_gap_s = max_gap_periods * manifest.sample_period_s
+        self._devices: dict[str, _DeviceState] = {}
+        self._pending: list[_Pending] = []
+        self.gap_resets = 0
+        self.batches = 0
+        self.windows_scored = 0
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    @property
+    def devices(self) -> int:
+        return len(self._devices)
+
+    @property
+    def open_alerts(self) -> int:
+        return sum(d.debounce.is_open for d in self._devices.values())
+
+    def push(self, device: str, ts: float, values: np.ndarray) -> bool:
+        """Add one reading (values in the manifest's channel order); True when it makes a window due."""
+        state = self._devices.get(device)
+        if state is None:
+            state = self._devices[device] = _DeviceState(self.manifest, self.debounce)
+        last = state.window.last_ts
+        if self.max_gap_s > 0 and last is not None and ts - last > self.max_gap_s:
+            # Readings across a long gap never formed a window in training; start a fresh one.
+            state.window.reset()
+            self.gap_resets += 1
+        state.readings += 1
+        if not state.window.push(ts, values):
+            return False
+        start, end = state.window.span()
+        self._pending.append(_Pending(device, state.readings, start, end, state.window.window()))
+        return True
+
+    def step(self) -> StepResult:
+        """Score every due window, at most `max_batch` per backend call, and update each device's alert state.
+
+        Never waits for a batch to fill: whatever is due now is scored now. If the backend fails, the due
+        windows are discarded (not retried) and BackendError propagates.
+        """
+        pending, self._pending = self._pending, []
+        outputs: list[tuple[np.ndarray, np.ndarray]] = []
+        for start in range(0, len(pending), self.max_batch):
+            chunk = pending[start : start + self.max_batch]
+            out = self.backend.run(np.stack([p.window for p in chunk]))
+            n, channels = len(chunk), len(self.manifest.channels)
+            if out.score.shape != (n,) or out.channel_error.shape != (n, channels):
+                msg = (
+                    f"backend {self.backend.key!r} returned score {out.score.shape} and channel_error "
+                    f"{out.channel_error.shape} for a batch of {n}; expected ({n},) and ({n}, {channels})"
+                )
+                raise BackendError(msg)
+            outputs.append((out.score, out.channel_error))
+            self.batches += 1
+        result = StepResult()
+        scores = [s for chunk_scores, _ in outputs for s in chunk_scores.tolist()]
+        errors = [e for _, chunk_errors in outputs for e in chunk_errors]
+        for item, score, error in zip(pending, scores, errors, strict=True):
+            self._decide(item, float(score), error, result)
+        self.windows_scored += len(pending)
+        return result
+
+    def _decide(self, item: _Pending, score: float, error: np.ndarray, result: StepResult) -> None:
+        state = self._devices[item.device]
+        anomalous = self.threshold.classify(score)
+        if not state.debounce.is_open:
+            if not anomalous:
+                state.run_start, state.peak = None, None
+            elif state.run_start is None:
+                state.run_start = item.end_ts
+        transition = state.debounce.update(anomalous)
+        window = WindowResult(
+            item.device, item.index, item.start_ts, item.end_ts, score, error, anomalous, state.debounce.is_open
+        )
+        result.windows.append(window)
+        if state.run_start is None:
+            return
+        if state.peak is None or score > state.peak.score:
+            state.peak = window
+        if transition is Transition.OPEN:
+            result.events.append(AlertEvent("alert", item.device, window, state.run_start, state.peak))
+        elif transition is Transition.CLOSE:
+            result.events.append(AlertEvent("end", item.device, window, state.run_start, state.peak))
+            state.run_start, state.peak = None, None

@@ -1,0 +1,136 @@
+"""The broker link (paho-mqtt 2.x, MQTT v5): retained status with a last will, and a bounded inbox."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import socket
+import threading
+from collections import Counter
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+
+from agent.config import MqttConfig
+
+logger = logging.getLogger(__name__)
+
+ONLINE, OFFLINE, STOPPED = b"online", b"offline", b"stopped"
+# paho keeps unacknowledged QoS 1 messages in memory; past 65,535 it stalls and loses them, so cap well below.
+MAX_OUTSTANDING = 10_000
+
+Inbox = queue.Queue[tuple[str, bytes]]
+
+
+def status_topic(prefix: str, agent_id: str) -> str:
+    return f"{prefix}/{agent_id}/status"
+
+
+class MqttLink:
+    """Callbacks run on paho's network thread holding its locks, so they never block: `on_message` only puts
+    the message on the inbox (or counts it as `queue_full`); scoring happens on the service's thread."""
+
+    def __init__(self, cfg: MqttConfig, agent_id: str, inbox: Inbox, password: str | None = None) -> None:
+        self.cfg = cfg
+        self.agent_id = agent_id
+        self.inbox = inbox
+        self.status_topic = status_topic(cfg.topic_prefix, agent_id)
+        self.connected = threading.Event()
+        self.queue_full = 0  # written by the network thread only
+        self.rejected = 0  # publishes the broker answered with a failure reason (network thread only)
+        self.published: Counter[str] = Counter()
+        self.deferred: Counter[str] = Counter()  # QoS 1 while disconnected: kept in memory, sent on reconnect
+        self.failed: Counter[str] = Counter()
+        self._stopping = False
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=agent_id, protocol=mqtt.MQTTv5)
+        client.will_set(self.status_topic, OFFLINE, qos=1, retain=True)
+        if cfg.username:
+            client.username_pw_set(cfg.username, password)
+        if cfg.use_tls:
+            client.tls_set(ca_certs=cfg.tls.ca or None, certfile=cfg.tls.cert or None, keyfile=cfg.tls.key or None)
+        client.reconnect_delay_set(min_delay=1, max_delay=cfg.reconnect_max_s)
+        client.max_queued_messages_set(MAX_OUTSTANDING)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_subscribe = self._on_subscribe
+        client.on_publish = self._on_publish
+        client.on_message = self._on_message
+        self.client = client
+
+    def start(self) -> None:
+        """Connect in the background; paho retries until the broker answers, and after every disconnect."""
+        logger.info("connecting to %s as %s", self.cfg.broker, self.agent_id)
+        self.client.connect_async(self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive)
+        self.client.loop_start()
+
+    def publish(self, topic: str, payload: bytes, *, kind: str, qos: int = 1, retain: bool = False) -> bool:
+        """Publish, counting the outcome under `kind`. True if sent or held for the reconnect."""
+        try:
+            info = self.client.publish(topic, payload, qos=qos, retain=retain)
+        except ValueError:
+            logger.exception("cannot publish %s on %r", kind, topic)
+            self.failed[kind] += 1
+            return False
+        if info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS:
+            self.published[kind] += 1
+            return True
+        if info.rc == MQTTErrorCode.MQTT_ERR_NO_CONN and qos > 0:
+            self.deferred[kind] += 1
+            return True
+        self.failed[kind] += 1
+        logger.warning("publish of %s on %s failed: %s", kind, topic, mqtt.error_string(info.rc))
+        return False
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Say `stopped` (retained), then disconnect cleanly so the broker does not send the last will."""
+        self._stopping = True
+        if self.connected.is_set():
+            info = self.client.publish(self.status_topic, STOPPED, qos=1, retain=True)
+            try:
+                info.wait_for_publish(timeout)
+            except (ValueError, RuntimeError) as exc:
+                logger.warning("could not publish the stopped status: %s", exc)
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
+        if reason_code.is_failure:
+            logger.error("broker %s refused the connection: %s", self.cfg.broker, reason_code)
+            return
+        sock = client.socket()
+        try:
+            # paho leaves Nagle on; with delayed ACKs that adds tens of ms to every alert.
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # type: ignore[union-attr]
+        except (AttributeError, OSError) as exc:
+            logger.debug("TCP_NODELAY not set: %s", exc)
+        # Subscribing here renews the subscriptions after every reconnect (clean sessions keep none).
+        client.subscribe([(topic, int(self.cfg.qos)) for topic in self.cfg.topics])
+        client.publish(self.status_topic, ONLINE, qos=1, retain=True)
+        self.connected.set()
+        logger.info("connected to %s; subscribed to %s", self.cfg.broker, ", ".join(self.cfg.topics))
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
+        self.connected.clear()
+        if not self._stopping:
+            logger.warning("disconnected from %s (%s); reconnecting", self.cfg.broker, reason_code)
+
+    def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reason_codes: Any, properties: Any) -> None:
+        for topic, code in zip(self.cfg.topics, reason_codes, strict=False):
+            if code.is_failure:
+                logger.error("broker refused the subscription to %s: %s", topic, code)
+
+    def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason_code: Any, properties: Any) -> None:
+        if reason_code.is_failure:
+            self.rejected += 1
+            logger.warning("broker rejected a publish (mid %d): %s", mid, reason_code)
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        try:
+            topic = msg.topic
+        except UnicodeDecodeError:
+            topic = ""  # matches no filter, so it is counted as bad_topic
+        try:
+            self.inbox.put_nowait((topic, bytes(msg.payload)))
+        except queue.Full:
+            self.queue_full += 1

@@ -1,0 +1,151 @@
+"""Sensor messages in, validated readings out: every rejected message or reading carries a reason."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+import numpy as np
+
+
+class DropReason(str, Enum):
+    """Why a message or reading was not scored. The values are the keys of `dropped` in the stats."""
+
+    OVERSIZED = "oversized"  # message larger than limits.max_payload_bytes
+    NOT_JSON = "not_json"  # not UTF-8 JSON
+    BAD_SCHEMA = "bad_schema"  # not {"ts": number, "values": {...}} or {"readings": [...]}
+    MISSING_CHANNEL = "missing_channel"  # a channel of the model is absent
+    UNKNOWN_CHANNEL = "unknown_channel"  # a channel the model does not know (detection.unknown_channels = "drop")
+    NOT_FINITE = "not_finite"  # NaN or infinity
+    NOT_NUMBER = "not_number"  # a string, bool or null where a number belongs
+    DUPLICATE_TS = "duplicate_ts"  # same timestamp as the device's previous reading
+    OUT_OF_ORDER = "out_of_order"  # earlier than the device's previous reading
+    TOO_MANY_READINGS = "too_many_readings"  # a batch over limits.max_readings_per_message
+    TOO_MANY_DEVICES = "too_many_devices"  # a new device beyond limits.max_devices
+    BAD_TOPIC = "bad_topic"  # the topic matches no configured filter
+    QUEUE_FULL = "queue_full"  # scoring fell behind and the network thread's queue was full
+
+
+@dataclass(frozen=True)
+class Reading:
+    ts: float  # epoch seconds
+    values: np.ndarray  # (channels,) float64 in the model's channel order
+
+
+@dataclass
+class Parsed:
+    readings: list[Reading] = field(default_factory=list)
+    drops: list[tuple[DropReason, str]] = field(default_factory=list)  # (reason, detail for the log)
+
+
+class DeviceTopics:
+    """Find the device id in a topic: the level under the `+` of the first filter that matches."""
+
+    def __init__(self, filters: tuple[str, ...] | list[str]) -> None:
+        self._filters = [(f.split("/"), f.split("/").index("+")) for f in filters]
+
+    def device(self, topic: str) -> str | None:
+        levels = topic.split("/")
+        for pattern, plus in self._filters:
+            if len(levels) == len(pattern) and all(p in ("+", lv) for p, lv in zip(pattern, levels, strict=True)):
+                return levels[plus] or None
+        return None
+
+
+class ReadingParser:
+    """Parse and validate one message's payload (pure; ordering per device is `OrderGuard`'s job)."""
+
+    def __init__(
+        self,
+        channels: tuple[str, ...],
+        max_payload_bytes: int = 65536,
+        max_readings: int = 1000,
+        allow_unknown_channels: bool = False,
+    ) -> None:
+        self.channels = channels
+        self._required = frozenset(channels)
+        self.max_payload_bytes = max_payload_bytes
+        self.max_readings = max_readings
+        self.allow_unknown_channels = allow_unknown_channels
+
+    def parse(self, payload: bytes) -> Parsed:
+        out = Parsed()
+        if len(payload) > self.max_payload_bytes:
+            out.drops.append((DropReason.OVERSIZED, f"{len(payload)} bytes > {self.max_payload_bytes}"))
+            return out
+        try:
+            doc = json.loads(payload)
+        except (ValueError, RecursionError) as exc:
+            # ValueError covers bad syntax and bad UTF-8; RecursionError comes from "[[[[..." nested past the stack.
+            out.drops.append((DropReason.NOT_JSON, str(exc)[:80]))
+            return out
+        if isinstance(doc, dict) and "readings" in doc:
+            items = doc["readings"]
+            if len(doc) != 1 or not isinstance(items, list):
+                out.drops.append((DropReason.BAD_SCHEMA, 'expected {"readings": [...]} and nothing else'))
+                return out
+            if len(items) > self.max_readings:
+                out.drops.append((DropReason.TOO_MANY_READINGS, f"{len(items)} readings > {self.max_readings}"))
+                return out
+        else:
+            items = [doc]
+        for item in items:
+            reading = self._reading(item)
+            if isinstance(reading, Reading):
+                out.readings.append(reading)
+            else:
+                out.drops.append(reading)
+        return out
+
+    def _reading(self, item: Any) -> Reading | tuple[DropReason, str]:
+        if not isinstance(item, dict) or set(item) != {"ts", "values"} or not isinstance(item["values"], dict):
+            return DropReason.BAD_SCHEMA, 'expected {"ts": <epoch seconds>, "values": {"<channel>": <number>, ...}}'
+        ts = item["ts"]
+        if isinstance(ts, bool) or not isinstance(ts, (int, float)) or not math.isfinite(ts):
+            return DropReason.BAD_SCHEMA, f"ts must be a finite number of epoch seconds, got {ts!r:.40}"
+        values: dict[str, Any] = item["values"]
+        missing = self._required.difference(values)
+        if missing:
+            return DropReason.MISSING_CHANNEL, f"missing {sorted(missing)}"
+        if not self.allow_unknown_channels and len(values) != len(self.channels):
+            return DropReason.UNKNOWN_CHANNEL, f"unknown {sorted(set(values) - self._required)[:5]}"
+        row = np.empty(len(self.channels), dtype=np.float64)
+        for i, name in enumerate(self.channels):
+            value = values[name]
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                return DropReason.NOT_NUMBER, f"{name}={value!r:.40}"
+            try:
+                row[i] = value
+            except OverflowError:  # an integer beyond float range
+                return DropReason.NOT_FINITE, f"{name} overflows a float"
+            if not math.isfinite(row[i]):
+                return DropReason.NOT_FINITE, f"{name}={value!r}"
+        return Reading(float(ts), row)
+
+
+class OrderGuard:
+    """Per device: reject repeated and backwards timestamps, and devices beyond the limit."""
+
+    def __init__(self, max_devices: int) -> None:
+        self.max_devices = max_devices
+        self._last: dict[str, float] = {}
+
+    @property
+    def devices(self) -> int:
+        return len(self._last)
+
+    def check(self, device: str, ts: float) -> DropReason | None:
+        """None if the reading may be scored (and remember its ts), otherwise why not."""
+        last = self._last.get(device)
+        if last is None:
+            if len(self._last) >= self.max_devices:
+                return DropReason.TOO_MANY_DEVICES
+        elif ts == last:
+            return DropReason.DUPLICATE_TS
+        elif ts < last:
+            return DropReason.OUT_OF_ORDER
+        self._last[device] = ts
+        return None

@@ -1,0 +1,215 @@
+"""The daemon: the one place that wires MQTT to readings, the detector, alerts and stats, and back to MQTT."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+
+import numpy as np
+
+from agent import alerts
+from agent.backends import Backend, create_backend
+from agent.bundle import Debounce, Manifest, load_bundle
+from agent.config import Config, read_password
+from agent.detector import Detector
+from agent.errors import ModelLoadError
+from agent.mqtt import MqttLink
+from agent.notify import Notifier
+from agent.readings import DeviceTopics, DropReason, OrderGuard, ReadingParser
+from agent.stats import DropLog, RateMeter, StatsReport
+
+logger = logging.getLogger(__name__)
+
+# Most messages handled between two scoring passes, which bounds the time between watchdog pings.
+MAX_DRAIN = 2000
+MAX_TICK_S = 0.5
+
+
+def warm_up(backend: Backend, manifest: Manifest) -> None:
+    """Run one inference at load, before READY=1.
+
+    The first run of a session pays one-time costs (memory arenas, kernel selection; seconds for CUDA and
+    TensorRT). Paying them here keeps them inside systemd's start timeout rather than the watchdog's
+    interval, keeps the first real window's latency normal, and proves the model accepts this bundle's
+    window and channels before the agent says it is ready.
+    """
+    channels = len(manifest.channels)
+    out = backend.run(np.zeros((1, manifest.window, channels), dtype=np.float32))
+    if out.score.shape != (1,) or out.channel_error.shape != (1, channels):
+        msg = (
+            f"model outputs score {out.score.shape} and channel_error {out.channel_error.shape} for one window; "
+            f"the manifest promises (1,) and (1, {channels})"
+        )
+        raise ModelLoadError(msg)
+
+
+class Service:
+    def __init__(self, config: Config, notifier: Notifier | None = None) -> None:
+        """Load, verify and warm up the model; raises BundleError or ModelLoadError. Does not connect yet."""
+        self.config = config
+        self.agent_id = config.agent_id
+        self.notifier = notifier or Notifier()
+        bundle = load_bundle(config.model.bundle)
+        self.manifest = manifest = bundle.manifest
+        self.backend = create_backend(bundle.model_path, config.model.backend_key, config.model.backend)
+        warm_up(self.backend, manifest)
+        det = config.detection
+        debounce = Debounce(det.trigger or manifest.debounce.trigger, det.clear or manifest.debounce.clear)
+        self.detector = Detector(manifest, self.backend, debounce, det.max_batch, det.max_gap_periods)
+        limits = config.limits
+        self.parser = ReadingParser(
+            manifest.channels,
+            limits.max_payload_bytes,
+            limits.max_readings_per_message,
+            det.unknown_channels == "ignore",
+        )
+        self.guard = OrderGuard(limits.max_devices)
+        self.topics = DeviceTopics(config.mqtt.topics)
+        self.drops = DropLog(config.log.drop_warning_interval_s)
+        self.inbox: queue.Queue[tuple[str, bytes]] = queue.Queue(maxsize=limits.queue_size)
+        self.link = MqttLink(config.mqtt, self.agent_id, self.inbox, read_password(config.mqtt))
+        self.readings = 0
+        self.alerts = 0
+        self.scoring_errors = 0
+        self._queue_full_seen = 0
+        self._started = time.monotonic()
+        self._rate = RateMeter()
+        logger.info(
+            "model %s %s: %d channels, window %d, stride %d, threshold %.6g, debounce %d/%d, backend %s",
+            manifest.model_id, manifest.model_version, len(manifest.channels), manifest.window, manifest.stride,
+            manifest.threshold.value, debounce.trigger, debounce.clear, self.backend.key,
+        )  # fmt: skip
+
+    def run(self, stop: threading.Event) -> None:
+        """Score until `stop` is set, then publish `stopped` and disconnect."""
+        prefix = self.config.mqtt.topic_prefix
+        watchdog_s = self.notifier.watchdog_s
+        tick = min(MAX_TICK_S, self.config.stats.interval_s, watchdog_s or MAX_TICK_S)
+        self.link.start()
+        self.notifier.ready(f"scoring {self.manifest.model_id} {self.manifest.model_version}")
+        last_ping = next_stats = time.monotonic()
+        try:
+            while not stop.is_set():
+                self._drain(tick)
+                healthy = self._score(prefix)
+                now = time.monotonic()
+                # The watchdog hears from this loop only, and only after a pass that scored (or had nothing
+                # to score): a wedged or persistently failing backend stops the pings and systemd restarts us.
+                if healthy and watchdog_s and now - last_ping >= watchdog_s:
+                    self.notifier.watchdog()
+                    last_ping = now
+                if now >= next_stats:
+                    self._publish_stats(prefix)
+                    next_stats = now + self.config.stats.interval_s
+        finally:
+            logger.info("stopping")
+            self.notifier.stopping()
+            self.link.stop()
+            self.backend.close()
+            self.notifier.close()
+
+    def _drain(self, timeout: float) -> None:
+        """Handle what has arrived (waiting up to `timeout` for the first message), until the queue is empty
+        or a batch of windows is due; scoring then runs at once rather than waiting for a fuller batch."""
+        try:
+            topic, payload = self.inbox.get(timeout=timeout)
+        except queue.Empty:
+            return
+        for _ in range(MAX_DRAIN):
+            self._handle(topic, payload)
+            if self.detector.pending >= self.detector.max_batch:
+                return
+            try:
+                topic, payload = self.inbox.get_nowait()
+            except queue.Empty:
+                return
+        self._handle(topic, payload)
+
+    def _handle(self, topic: str, payload: bytes) -> None:
+        try:
+            self._handle_message(topic, payload)
+        except Exception:
+            # Nothing a sensor sends may stop the agent; an unforeseen failure is logged and the message lost.
+            logger.exception("failed to handle a message on %r", topic)
+
+    def _handle_message(self, topic: str, payload: bytes) -> None:
+        device = self.topics.device(topic)
+        if device is None:
+            self.drops.drop(DropReason.BAD_TOPIC, repr(topic), "no device id level in the topic")
+            return
+        parsed = self.parser.parse(payload)
+        for reason, detail in parsed.drops:
+            self.drops.drop(reason, device, detail)
+        for reading in parsed.readings:
+            refused = self.guard.check(device, reading.ts)
+            if refused is not None:
+                self.drops.drop(refused, device, f"ts {reading.ts!r}")
+                continue
+            self.readings += 1
+            self.detector.push(device, reading.ts, reading.values)
+
+    def _score(self, prefix: str) -> bool:
+        if self.detector.pending == 0:
+            return True
+        try:
+            result = self.detector.step()
+        except Exception:
+            self.scoring_errors += 1
+            logger.exception("scoring failed; the due windows are dropped")
+            return False
+        for event in result.events:
+            alert = alerts.from_event(event, self.manifest, self.agent_id)
+            if alert.type == "alert":
+                self.alerts += 1
+                top = ", ".join(f"{c.channel} {c.share:.0%}" for c in alert.top_channels)
+                logger.warning("alert %s on %s: score %.4g (%s)", alert.id, alert.device, alert.score, top)
+            else:
+                logger.warning("alert %s on %s ended after %.1f s", alert.id, alert.device, alert.duration_s or 0.0)
+            self.link.publish(f"{prefix}/{event.device}/alert", alert.to_json(), kind="alert", qos=1)
+        return True
+
+    def report(self) -> StatsReport:
+        queue_full = self.link.queue_full
+        if queue_full > self._queue_full_seen:
+            self.drops.drop(
+                DropReason.QUEUE_FULL, "broker", "scoring fell behind", n=queue_full - self._queue_full_seen
+            )
+            self._queue_full_seen = queue_full
+        failed = dict(self.link.failed)
+        if self.link.rejected:
+            failed["rejected_by_broker"] = self.link.rejected
+        return StatsReport(
+            agent=self.agent_id,
+            time=time.time(),
+            uptime_s=time.monotonic() - self._started,
+            model={
+                "id": self.manifest.model_id,
+                "version": self.manifest.model_version,
+                "backend": self.backend.key,
+            },  # fmt: skip
+            devices=self.detector.devices,
+            queue_depth=self.inbox.qsize(),
+            readings=self.readings,
+            readings_per_s=self._rate.rate(self.readings),
+            windows_scored=self.detector.windows_scored,
+            batches=self.detector.batches,
+            alerts=self.alerts,
+            alerts_open=self.detector.open_alerts,
+            gap_resets=self.detector.gap_resets,
+            scoring_errors=self.scoring_errors,
+            dropped=dict(self.drops.counts),
+            published=dict(self.link.published),
+            publish_deferred=dict(self.link.deferred),
+            publish_failed=failed,
+        )
+
+    def _publish_stats(self, prefix: str) -> None:
+        report = self.report()
+        self.link.publish(f"{prefix}/{self.agent_id}/stats", report.to_json(), kind="stats", qos=1, retain=True)
+        self.notifier.status(
+            f"{self.manifest.model_id} {self.manifest.model_version}: {report.devices} devices, "
+            f"{report.windows_scored} windows scored, {report.readings_per_s:.0f} readings/s, "
+            f"{report.alerts_open} alerts open"
+        )

@@ -1,0 +1,367 @@
+"""A tiny real ONNX scoring model, bundles around it, predictable sensor streams and an MQTT message collector."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import paho.mqtt.client as mqtt
+from onnx import TensorProto, helper, numpy_helper
+from paho.mqtt.enums import CallbackAPIVersion
+
+from agent.bundle import Debounce, Manifest, Threshold, describe_files, write_manifest
+from agent.mqtt import status_topic
+from agent.threshold import Debounce as DebounceState
+from agent.threshold import Threshold as Classifier
+from agent.window import sliding_windows
+
+CHANNELS = ("temp", "pressure", "flow")
+MEAN = np.array([20.0, 5.0, 100.0])
+STD = np.array([1.0, 0.5, 10.0])
+WINDOW, STRIDE = 8, 4
+THRESHOLD = 1.0
+TRIGGER, CLEAR = 2, 2
+PERIOD_S = 1.0
+T0 = 1_700_000_000.0
+
+
+# --- the model -------------------------------------------------------------------------------------------
+
+
+def build_model(path: Path, window: int = WINDOW) -> Path:
+    """The graph contract by hand: channel_error = mean over time of ((x - MEAN) / STD)^2, score = its mean."""
+    channels = len(CHANNELS)
+    mean = numpy_helper.from_array(MEAN.astype(np.float32).reshape(1, 1, channels), "mean")
+    std = numpy_helper.from_array(STD.astype(np.float32).reshape(1, 1, channels), "std")
+    nodes = [
+        helper.make_node("Sub", ["window", "mean"], ["centered"]),
+        helper.make_node("Div", ["centered", "std"], ["z"]),
+        helper.make_node("Mul", ["z", "z"], ["sq"]),
+        helper.make_node("ReduceMean", ["sq"], ["channel_error"], axes=[1], keepdims=0),
+        helper.make_node("ReduceMean", ["channel_error"], ["score"], axes=[1], keepdims=0),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "tiny_scorer",
+        [helper.make_tensor_value_info("window", TensorProto.FLOAT, ["batch", window, channels])],
+        [
+            helper.make_tensor_value_info("score", TensorProto.FLOAT, ["batch"]),
+            helper.make_tensor_value_info("channel_error", TensorProto.FLOAT, ["batch", channels]),
+        ],
+        initializer=[mean, std],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+def make_bundle(
+    root: Path,
+    window: int = WINDOW,
+    stride: int = STRIDE,
+    threshold: float = THRESHOLD,
+    trigger: int = TRIGGER,
+    clear: int = CLEAR,
+) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    build_model(root / "model.onnx", window)
+    manifest = Manifest(
+        model_id="tiny-zscore",
+        model_version="1.0.0",
+        channels=CHANNELS,
+        window=window,
+        stride=stride,
+        sample_period_s=PERIOD_S,
+        precision="fp32",
+        model_file="model.onnx",
+        threshold=Threshold(value=threshold, method="fixed"),
+        debounce=Debounce(trigger=trigger, clear=clear),
+        files=describe_files(root, ["model.onnx"]),
+    )
+    write_manifest(root, manifest)
+    return root
+
+
+def reference_scores(values: np.ndarray, window: int = WINDOW, stride: int = STRIDE) -> tuple[np.ndarray, np.ndarray]:
+    """What the model computes, in numpy: (scores (n,), channel_error (n, C)) of every window."""
+    z = (sliding_windows(values.astype(np.float32), window, stride) - MEAN) / STD
+    channel_error = (z**2).mean(axis=1)
+    return channel_error.mean(axis=1), channel_error
+
+
+def expected_alerts(values: np.ndarray, window: int = WINDOW, stride: int = STRIDE) -> list[tuple[str, int]]:
+    """(type, window number) of every alert open and end the agent must publish for this stream."""
+    scores, _ = reference_scores(values, window, stride)
+    threshold, debounce, events = Classifier(THRESHOLD), DebounceState(TRIGGER, CLEAR), []
+    for k, score in enumerate(scores.tolist()):
+        transition = debounce.update(threshold.classify(score)).value
+        if transition != "none":
+            events.append(("alert" if transition == "open" else "end", k))
+    return events
+
+
+# --- streams ---------------------------------------------------------------------------------------------
+
+
+def stream(rows: int, fault: tuple[str, int, int] | None = None, phase: float = 0.0) -> np.ndarray:
+    """(rows, C) readings: each channel swings half a std around its mean (score 0.125); a fault adds 3 std
+    to one channel over rows [start, end)."""
+    t = np.arange(rows, dtype=np.float64)[:, None]
+    values = MEAN + 0.5 * STD * np.sin(2 * np.pi * t / 7.0 + phase + np.arange(len(CHANNELS)))
+    if fault is not None:
+        channel, start, end = fault
+        values[start:end, CHANNELS.index(channel)] += 3.0 * STD[CHANNELS.index(channel)]
+    return values
+
+
+def timestamps(rows: int, start: float = T0) -> np.ndarray:
+    return start + PERIOD_S * np.arange(rows, dtype=np.float64)
+
+
+def reading(ts: float, row: np.ndarray | list[float]) -> dict[str, Any]:
+    return {"ts": ts, "values": dict(zip(CHANNELS, [float(v) for v in row], strict=True))}
+
+
+def batched_payloads(values: np.ndarray, start: float = T0, per_message: int = 8) -> list[bytes]:
+    ts = timestamps(len(values), start)
+    items = [reading(float(t), row) for t, row in zip(ts, values, strict=True)]
+    return [json.dumps({"readings": items[i : i + per_message]}).encode() for i in range(0, len(items), per_message)]
+
+
+def windows_for(rows: int, window: int = WINDOW, stride: int = STRIDE) -> int:
+    return 0 if rows < window else (rows - window) // stride + 1
+
+
+# --- the broker ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Broker:
+    host: str
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://{self.host}:{self.port}"
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+def find_mosquitto() -> str | None:
+    return shutil.which("mosquitto") or next(
+        (p for p in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto") if Path(p).is_file()), None
+    )
+
+
+@contextmanager
+def run_mosquitto(binary: str, workdir: Path, timeout: float = 10.0) -> Iterator[Broker]:
+    host, port = "127.0.0.1", free_port()
+    conf = workdir / "mosquitto.conf"
+    conf.write_text(f"listener {port} {host}\nallow_anonymous true\nset_tcp_nodelay true\npersistence false\n")
+    log = (workdir / "mosquitto.log").open("wb")
+    proc = subprocess.Popen([binary, "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if proc.poll() is not None:
+                msg = f"mosquitto exited with {proc.returncode}: {(workdir / 'mosquitto.log').read_text()}"
+                raise RuntimeError(msg)
+            try:
+                socket.create_connection((host, port), timeout=0.5).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
+        yield Broker(host, port)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+@dataclass(frozen=True)
+class Message:
+    topic: str
+    payload: bytes
+    retain: bool
+
+    def json(self) -> Any:
+        return json.loads(self.payload)
+
+
+class Collector:
+    """Subscribes to `topics` and keeps every message; tests wait on conditions, never on sleeps."""
+
+    def __init__(self, broker: Broker, topics: list[str], timeout: float = 10.0) -> None:
+        self.messages: list[Message] = []
+        self._cond = threading.Condition()
+        self._subscribed = threading.Event()
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        self.client.on_connect = lambda c, *_: c.subscribe([(t, 1) for t in topics])
+        self.client.on_subscribe = lambda *_: self._subscribed.set()
+        self.client.on_message = self._on_message
+        self.client.connect(broker.host, broker.port)
+        self.client.loop_start()
+        if not self._subscribed.wait(timeout):
+            msg = f"no SUBACK for {topics} within {timeout} s"
+            raise TimeoutError(msg)
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        with self._cond:
+            self.messages.append(Message(msg.topic, bytes(msg.payload), bool(msg.retain)))
+            self._cond.notify_all()
+
+    def on(self, topic: str) -> list[Message]:
+        with self._cond:
+            return [m for m in self.messages if m.topic == topic]
+
+    def wait_for(self, predicate: Callable[[list[Message]], Any], timeout: float = 10.0, what: str = "") -> Any:
+        """Wait until predicate(messages) is truthy and return its value."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                value = predicate(list(self.messages))
+                if value:
+                    return value
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    topics = sorted({m.topic for m in self.messages})
+                    msg = f"timed out after {timeout} s waiting for {what or predicate}; topics seen: {topics}"
+                    raise TimeoutError(msg)
+                self._cond.wait(left)
+
+    def wait_payload(self, topic: str, payload: bytes, timeout: float = 10.0) -> Message:
+        found: Message = self.wait_for(
+            lambda ms: next((m for m in ms if m.topic == topic and m.payload == payload), None),
+            timeout,
+            f"{payload!r} on {topic}",
+        )
+        return found
+
+    def latest_json(self, topic: str, predicate: Callable[[Any], bool], timeout: float = 10.0) -> Any:
+        """Wait for a JSON message on `topic` that satisfies predicate; return it parsed."""
+
+        def find(ms: list[Message]) -> Any:
+            for m in reversed(ms):
+                if m.topic == topic and predicate(m.json()):
+                    return m.json()
+            return None
+
+        return self.wait_for(find, timeout, f"a matching message on {topic}")
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+class Publisher:
+    def __init__(self, broker: Broker) -> None:
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        self.client.connect(broker.host, broker.port)
+        self.client.loop_start()
+
+    def send(self, topic: str, payloads: list[bytes] | bytes, timeout: float = 10.0) -> None:
+        """Publish QoS 1 in order and wait until the broker has every message."""
+        items = [payloads] if isinstance(payloads, bytes) else payloads
+        infos = [self.client.publish(topic, p, qos=1) for p in items]
+        for info in infos:
+            info.wait_for_publish(timeout)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+# --- the agent ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Names:
+    """Topics unique to one test, so retained messages of one test never reach another."""
+
+    root: str  # sensor topics are <root>/<device>/data
+    prefix: str  # the agent publishes under <prefix>/
+    agent_id: str
+
+    def data(self, device: str) -> str:
+        return f"{self.root}/{device}/data"
+
+    def alert(self, device: str) -> str:
+        return f"{self.prefix}/{device}/alert"
+
+    @property
+    def status(self) -> str:
+        return status_topic(self.prefix, self.agent_id)
+
+    @property
+    def stats(self) -> str:
+        return f"{self.prefix}/{self.agent_id}/stats"
+
+
+def agent_document(broker: Broker, bundle: Path, names: Names, **sections: dict[str, Any]) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "mqtt": {
+            "broker": broker.url,
+            "topics": [f"{names.root}/+/data"],
+            "topic_prefix": names.prefix,
+            "client_id": names.agent_id,
+        },
+        "model": {"bundle": str(bundle)},
+        "stats": {"interval_s": 0.2},
+    }
+    for section, values in sections.items():
+        doc.setdefault(section, {}).update(values)
+    return doc
+
+
+@contextmanager
+def agent_process(config_file: Path, *extra: str) -> Iterator[subprocess.Popen[bytes]]:
+    """`python -m agent --config FILE` as a child process, its output in FILE.log; killed if still running."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env.pop("NOTIFY_SOCKET", None)
+    with config_file.with_suffix(".log").open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "agent", "--config", str(config_file), *extra],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            yield proc
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait(10)
+
+
+def to_toml(doc: dict[str, Any]) -> str:
+    """Enough TOML for agent configs: tables of strings, numbers, booleans and lists of strings."""
+    lines = []
+    for section, values in doc.items():
+        lines.append(f"[{section}]")
+        lines.extend(f"{key} = {json.dumps(value)}" for key, value in values.items())
+    return "\n".join(lines) + "\n"

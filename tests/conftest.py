@@ -1,0 +1,83 @@
+"""Session fixtures: a real mosquitto on a free loopback port, a real tiny ONNX bundle, and agents to test."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from agent_fixtures import (
+    Broker,
+    Collector,
+    Names,
+    Publisher,
+    agent_document,
+    find_mosquitto,
+    make_bundle,
+    run_mosquitto,
+)
+
+from agent.config import Config, load_config
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
+    binary = find_mosquitto()
+    if binary is None:
+        pytest.fail(
+            "mosquitto is not installed; the MQTT tests need a real broker. "
+            "Run the README's test command, `make test`, which installs it (apt-get install mosquitto)."
+        )
+    with run_mosquitto(binary, tmp_path_factory.mktemp("mosquitto")) as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_bundle(tmp_path_factory.mktemp("bundle") / "tiny")
+
+
+@pytest.fixture
+def publisher(broker: Broker) -> Iterator[Publisher]:
+    pub = Publisher(broker)
+    yield pub
+    pub.close()
+
+
+@pytest.fixture
+def names() -> Names:
+    tag = uuid.uuid4().hex[:8]
+    return Names(root=f"plant-{tag}", prefix=f"edgevae-{tag}", agent_id=f"agent-{tag}")
+
+
+@pytest.fixture
+def collector(broker: Broker, names: Names) -> Iterator[Collector]:
+    c = Collector(broker, [f"{names.prefix}/#"])
+    yield c
+    c.close()
+
+
+@pytest.fixture
+def run_agent(broker: Broker, bundle: Path, names: Names) -> Iterator[Callable[..., Any]]:
+    """Start the agent in a thread of this process: run_agent(**sections) -> the running Service."""
+    from agent.service import Service
+
+    stops: list[tuple[threading.Event, threading.Thread]] = []
+
+    def start(**sections: dict[str, Any]) -> Service:
+        config: Config = load_config(agent_document(broker, bundle, names, **sections))
+        service = Service(config)
+        stop = threading.Event()
+        thread = threading.Thread(target=service.run, args=(stop,), name="agent", daemon=True)
+        thread.start()
+        stops.append((stop, thread))
+        return service
+
+    yield start
+    for stop, thread in stops:
+        stop.set()
+        thread.join(10)
+        assert not thread.is_alive(), "the agent did not stop within 10 s"

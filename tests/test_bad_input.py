@@ -1,0 +1,85 @@
+"""Every kind of bad input over MQTT is counted under its reason, and the agent goes on scoring correctly."""
+
+from __future__ import annotations
+
+import json
+import queue
+from collections.abc import Callable
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from agent_fixtures import (
+    T0,
+    Collector,
+    Names,
+    Publisher,
+    batched_payloads,
+    reading,
+    stream,
+    windows_for,
+)
+
+from agent.config import MqttConfig
+from agent.mqtt import MqttLink
+
+GOOD = reading(T0, [20.0, 5.0, 100.0])
+
+
+def encode(doc: Any) -> bytes:
+    return json.dumps(doc).encode()
+
+
+def with_values(**values: Any) -> bytes:
+    return encode({"ts": T0, "values": {**GOOD["values"], **values}})
+
+
+# (device, payload, reason it must be counted under); one drop each.
+BAD_INPUT: list[tuple[str, bytes, str]] = [
+    ("junk", b"x" * 2000, "oversized"),
+    ("junk", b"{ this is not json", "not_json"),
+    ("junk", encode({"ts": T0}), "bad_schema"),
+    ("junk", encode({"ts": T0, "values": {"temp": 1.0, "flow": 2.0}}), "missing_channel"),
+    ("junk", with_values(humidity=40.0), "unknown_channel"),
+    ("junk", b'{"ts": 1700000000, "values": {"temp": NaN, "pressure": 5, "flow": 100}}', "not_finite"),
+    ("junk", with_values(pressure="5.0"), "not_number"),
+    ("junk", encode({"readings": [GOOD] * 6}), "too_many_readings"),
+    ("order", encode(reading(T0 + 10, [20.0, 5.0, 100.0])), ""),  # accepted: sets the device's clock
+    ("order", encode(reading(T0 + 10, [20.0, 5.0, 100.0])), "duplicate_ts"),
+    ("order", encode(reading(T0 + 5, [20.0, 5.0, 100.0])), "out_of_order"),
+    ("", encode(GOOD), "bad_topic"),  # an empty device level
+]
+
+
+def test_bad_input_is_counted_and_scoring_goes_on(
+    run_agent: Callable[..., Any], collector: Collector, names: Names, publisher: Publisher
+) -> None:
+    run_agent(limits={"max_payload_bytes": 1024, "max_readings_per_message": 5, "max_devices": 2})
+    collector.wait_payload(names.status, b"online")
+    for device, payload, _ in BAD_INPUT:
+        publisher.send(names.data(device), payload)
+    expected = {reason: 1 for _, _, reason in BAD_INPUT if reason}
+    stats = collector.latest_json(names.stats, lambda s: {k: v for k, v in s["dropped"].items() if v} == expected)
+
+    # A real fault still alerts, on the second (and last) device the limits allow.
+    rows = 120
+    publisher.send(names.data("pump"), batched_payloads(stream(rows, fault=("flow", 40, 70)), per_message=4))
+    publisher.send(names.data("one-too-many"), encode(GOOD))
+    stats = collector.latest_json(names.stats, lambda s: s["windows_scored"] == windows_for(rows))
+    got = collector.wait_for(lambda ms: [m.json() for m in ms if m.topic == names.alert("pump")] or None)
+    assert got[0]["type"] == "alert"
+    assert got[0]["top_channels"][0]["channel"] == "flow"
+    stats = collector.latest_json(names.stats, lambda s: s["dropped"]["too_many_devices"] == 1)
+    assert {k: v for k, v in stats["dropped"].items() if v} == {**expected, "too_many_devices": 1}
+    assert stats["readings"] == 1 + rows
+    assert stats["scoring_errors"] == 0
+
+
+def test_a_full_queue_is_counted_not_blocking() -> None:
+    inbox: queue.Queue[tuple[str, bytes]] = queue.Queue(maxsize=2)
+    link = MqttLink(MqttConfig(), "edge-1", inbox)
+    for i in range(5):
+        msg = mqtt.MQTTMessage(topic=b"sensors/d/data")
+        msg.payload = str(i).encode()
+        link._on_message(link.client, None, msg)  # what paho's network thread calls
+    assert [inbox.get_nowait()[1] for _ in range(2)] == [b"0", b"1"]
+    assert link.queue_full == 3

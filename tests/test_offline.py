@@ -1,0 +1,80 @@
+"""`edgevae score`: one output row per input row, from the same Detector the live agent runs."""
+
+from __future__ import annotations
+
+import csv
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+from agent_fixtures import CHANNELS, STRIDE, WINDOW, expected_alerts, reference_scores, stream, timestamps
+
+from agent.offline import score_csv, score_table
+from agent.table import TableError, read_table
+
+ROWS = 120
+
+
+def write_csv(path: Path, ts: np.ndarray, values: np.ndarray, header: list[str]) -> Path:
+    with path.open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(header)
+        for t, row in zip(ts.tolist(), values.tolist(), strict=True):
+            cells = {"timestamp": t, "anomaly": 0, "spare": 1.5, **dict(zip(CHANNELS, row, strict=True))}
+            writer.writerow([cells[h] for h in header])
+    return path
+
+
+@pytest.fixture
+def faulty_csv(tmp_path: Path) -> tuple[Path, np.ndarray]:
+    values = stream(ROWS, fault=("pressure", 40, 70))
+    # Columns in another order, an extra channel and a label column: matched to the bundle by name.
+    header = ["timestamp", "flow", "spare", "temp", "anomaly", "pressure"]
+    return write_csv(tmp_path / "in.csv", timestamps(ROWS), values, header), values
+
+
+def test_score_csv(bundle: Path, faulty_csv: tuple[Path, np.ndarray], tmp_path: Path) -> None:
+    path, values = faulty_csv
+    out = tmp_path / "out.csv"
+    summary = score_csv(bundle, path, out)
+    with out.open() as fh:
+        rows = list(csv.reader(fh))
+    header, body = rows[0], rows[1:]
+    assert header == ["timestamp", "score", "threshold", "is_anomaly", "error_temp", "error_pressure", "error_flow"]
+    assert len(body) == ROWS
+    scores, errors = reference_scores(values)
+    ends = [WINDOW - 1 + k * STRIDE for k in range(len(scores))]
+    for i, row in enumerate(body):
+        assert float(row[0]) == timestamps(ROWS)[i]
+        assert row[2] == "1"
+        if i < WINDOW - 1:
+            assert [row[1], *row[4:]] == ["", "", "", ""]  # before the first full window
+            continue
+        k = max(j for j, end in enumerate(ends) if end <= i)  # the latest window at or before this row
+        assert float(row[1]) == pytest.approx(scores[k], rel=1e-5)
+        assert [float(e) for e in row[4:]] == pytest.approx(errors[k].tolist(), rel=1e-5)
+    (_, opened), (_, ended) = expected_alerts(values)
+    flags = [int(row[3]) for row in body]
+    assert flags == [int(ends[opened] <= i < ends[ended]) for i in range(ROWS)]
+    assert (summary.rows, summary.windows, summary.alerts) == (ROWS, len(scores), 1)
+    assert summary.anomalous_rows == sum(flags)
+    assert "tiny-zscore 1.0.0" in str(summary)
+
+
+def test_missing_channels_are_named(bundle: Path, tmp_path: Path) -> None:
+    path = write_csv(tmp_path / "in.csv", timestamps(20), stream(20), ["timestamp", "temp", "spare"])
+    with pytest.raises(TableError, match=r"channels \['pressure', 'flow'\]; the table has \['temp', 'spare'\]"):
+        score_table(bundle, read_table(path))
+
+
+def test_rows_the_agent_would_drop_are_not_scored(bundle: Path, tmp_path: Path) -> None:
+    ts = timestamps(WINDOW + 2)
+    ts[3] = ts[2]  # a repeated timestamp
+    ts[5] = ts[1]  # a reading from the past
+    path = write_csv(tmp_path / "in.csv", ts, stream(WINDOW + 2), ["timestamp", *CHANNELS])
+    dropped: Counter[str] = Counter()
+    rows = score_table(bundle, read_table(path), dropped=dropped)
+    assert dropped == {"duplicate_ts": 1, "out_of_order": 1}
+    assert len(rows) == WINDOW + 2
+    assert [r.window_end for r in rows].index(True) == WINDOW + 1  # two rows later than without the drops

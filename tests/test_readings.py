@@ -1,0 +1,140 @@
+"""Parsing and validating sensor messages: every bad input is dropped with its reason, nothing raises."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from agent.readings import DeviceTopics, DropReason, OrderGuard, ReadingParser
+from agent.stats import DropLog
+
+CHANNELS = ("a", "b")
+GOOD = {"ts": 10.0, "values": {"a": 1.0, "b": 2}}
+
+
+def parse(payload: bytes | str | object, **kwargs: object) -> tuple[list[tuple[float, list[float]]], list[str]]:
+    if not isinstance(payload, (bytes, str)):
+        payload = json.dumps(payload)
+    raw = payload.encode() if isinstance(payload, str) else payload
+    parsed = ReadingParser(CHANNELS, max_payload_bytes=10_000, max_readings=3, **kwargs).parse(raw)  # type: ignore[arg-type]
+    return [(r.ts, r.values.tolist()) for r in parsed.readings], [reason.value for reason, _ in parsed.drops]
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        (b"x" * 10_001, "oversized"),  # over max_payload_bytes, rejected before parsing
+        (b"{not json", "not_json"),  # syntax error
+        (b"\xff\xfe\x00garbage", "not_json"),  # not UTF-8
+        (b"[" * 9_000, "not_json"),  # nested past the parser's recursion limit
+        ("", "not_json"),  # empty message
+        ([1, 2], "bad_schema"),  # not an object
+        ({"ts": 1.0}, "bad_schema"),  # no values
+        ({"ts": 1.0, "values": [1, 2]}, "bad_schema"),  # values not an object
+        ({"ts": 1.0, "values": {"a": 1, "b": 2}, "x": 1}, "bad_schema"),  # extra top-level key
+        ({"ts": "2024-01-01", "values": {"a": 1, "b": 2}}, "bad_schema"),  # ts must be epoch seconds
+        ({"ts": True, "values": {"a": 1, "b": 2}}, "bad_schema"),  # a bool is not a time
+        ('{"ts": NaN, "values": {"a": 1, "b": 2}}', "bad_schema"),  # ts not finite
+        ({"readings": {"ts": 1}}, "bad_schema"),  # readings must be a list
+        ({"readings": [], "extra": 1}, "bad_schema"),  # nothing beside readings
+        ({"ts": 1.0, "values": {"a": 1}}, "missing_channel"),  # b absent
+        ({"ts": 1.0, "values": {"a": 1, "b": 2, "c": 3}}, "unknown_channel"),  # c is not a model channel
+        ('{"ts": 1.0, "values": {"a": NaN, "b": 2}}', "not_finite"),  # NaN token
+        ('{"ts": 1.0, "values": {"a": Infinity, "b": 2}}', "not_finite"),  # infinity token
+        ('{"ts": 1.0, "values": {"a": 1e400, "b": 2}}', "not_finite"),  # overflows to infinity
+        ({"ts": 1.0, "values": {"a": 10**400, "b": 2}}, "not_finite"),  # an integer beyond float range
+        ({"ts": 1.0, "values": {"a": "1.5", "b": 2}}, "not_number"),  # numbers as strings are not numbers
+        ({"ts": 1.0, "values": {"a": True, "b": 2}}, "not_number"),  # bools are not numbers
+        ({"ts": 1.0, "values": {"a": None, "b": 2}}, "not_number"),  # null
+        ({"readings": [GOOD] * 4}, "too_many_readings"),  # over max_readings
+    ],
+)
+def test_bad_payloads_are_dropped_with_their_reason(payload: object, reason: str) -> None:
+    readings, drops = parse(payload)
+    assert readings == []
+    assert drops == [reason]
+
+
+def test_single_and_batched_readings() -> None:
+    assert parse(GOOD) == ([(10.0, [1.0, 2.0])], [])
+    second = {"ts": 11, "values": {"b": 4, "a": 3}}  # channel order in the message does not matter
+    assert parse({"readings": [GOOD, second]}) == ([(10.0, [1.0, 2.0]), (11.0, [3.0, 4.0])], [])
+
+
+def test_bad_readings_in_a_batch_do_not_drop_the_good_ones() -> None:
+    bad = {"ts": 11, "values": {"a": "x", "b": 1}}
+    readings, drops = parse({"readings": [GOOD, bad, {"ts": 12, "values": {"a": 0, "b": 0}}]})
+    assert [ts for ts, _ in readings] == [10.0, 12.0]
+    assert drops == ["not_number"]
+
+
+def test_unknown_channels_can_be_ignored() -> None:
+    readings, drops = parse({"ts": 1, "values": {"a": 1, "b": 2, "c": 3}}, allow_unknown_channels=True)
+    assert readings == [(1.0, [1.0, 2.0])]
+    assert drops == []
+
+
+def test_values_follow_the_model_channel_order() -> None:
+    parsed = ReadingParser(("z", "y")).parse(b'{"ts": 1, "values": {"y": 1, "z": 2}}')
+    np.testing.assert_array_equal(parsed.readings[0].values, [2.0, 1.0])
+
+
+@pytest.mark.parametrize(
+    ("sequence", "expected"),
+    [
+        ([1, 2, 3], [None, None, None]),  # increasing
+        ([1, 1], [None, "duplicate_ts"]),  # same timestamp twice
+        ([2, 1, 3], [None, "out_of_order", None]),  # a late reading is dropped, the stream goes on
+        ([5, 4, 5, 6], [None, "out_of_order", "duplicate_ts", None]),  # compared with the last accepted one
+    ],
+)
+def test_order_guard(sequence: list[float], expected: list[str | None]) -> None:
+    guard = OrderGuard(max_devices=10)
+    got = [guard.check("d", ts) for ts in sequence]
+    assert [r.value if r else None for r in got] == expected
+
+
+def test_order_is_per_device_and_devices_are_bounded() -> None:
+    guard = OrderGuard(max_devices=2)
+    assert guard.check("a", 5) is None
+    assert guard.check("b", 1) is None  # another device may be behind "a"
+    assert guard.check("c", 9) is DropReason.TOO_MANY_DEVICES
+    assert guard.check("a", 6) is None  # known devices still flow
+    assert guard.devices == 2
+
+
+@pytest.mark.parametrize(
+    ("topic", "device"),
+    [
+        ("sensors/pump1/data", "pump1"),  # the + level
+        ("site/north/pump2/v1", "pump2"),  # second filter
+        ("sensors/pump1/other", None),  # a level differs
+        ("sensors/pump1/data/x", None),  # too deep
+        ("sensors//data", None),  # an empty device id
+        ("", None),  # a topic that could not be decoded
+    ],
+)
+def test_device_from_topic(topic: str, device: str | None) -> None:
+    topics = DeviceTopics(["sensors/+/data", "site/north/+/v1"])
+    assert topics.device(topic) == device
+
+
+def test_drop_warnings_are_rate_limited(caplog: pytest.LogCaptureFixture) -> None:
+    now = [0.0]
+    log = DropLog(interval_s=10.0, clock=lambda: now[0])
+    with caplog.at_level("WARNING", logger="agent.stats"):
+        for _ in range(5):
+            log.drop(DropReason.NOT_JSON, "d1", "bad")
+        log.drop(DropReason.OVERSIZED, "d1", "big")  # another reason has its own budget
+        now[0] = 11.0
+        log.drop(DropReason.NOT_JSON, "d1", "bad")
+    assert log.counts["not_json"] == 6
+    assert log.counts["oversized"] == 1
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages == [
+        "dropped not_json from d1: bad",
+        "dropped oversized from d1: big",
+        "dropped not_json from d1: bad (and 4 more since the last warning)",
+    ]

@@ -1,0 +1,58 @@
+"""The online ring buffer yields exactly the windows of `sliding_windows`, and restarts after a reset."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from agent.window import OnlineWindow, sliding_windows, window_end_rows
+
+
+@pytest.mark.parametrize(
+    ("rows", "window", "stride"),
+    [
+        (50, 8, 4),  # the usual overlap
+        (50, 8, 1),  # a window per reading
+        (50, 8, 8),  # no overlap
+        (50, 5, 3),  # stride not dividing the window
+        (7, 8, 4),  # shorter than a window: nothing is due
+        (8, 8, 4),  # exactly one window
+        (33, 2, 2),  # the smallest window a manifest allows
+    ],
+)
+def test_online_windows_equal_sliding_windows(rows: int, window: int, stride: int) -> None:
+    values = np.random.default_rng(rows).normal(size=(rows, 3)).astype(np.float32)
+    ts = np.arange(rows, dtype=np.float64) * 0.5
+    online = OnlineWindow(window, stride, channels=3)
+    got, ends, spans = [], [], []
+    for i in range(rows):
+        if online.push(float(ts[i]), values[i]):
+            got.append(online.window())
+            ends.append(i)
+            spans.append(online.span())
+    expected = sliding_windows(values, window, stride)
+    assert len(got) == len(expected)
+    if got:
+        np.testing.assert_array_equal(np.stack(got), expected)
+    assert ends == window_end_rows(rows, window, stride).tolist()
+    assert spans == [(float(ts[e - window + 1]), float(ts[e])) for e in ends]
+
+
+def test_window_is_a_copy() -> None:
+    online = OnlineWindow(window=2, stride=1, channels=1)
+    online.push(0.0, np.array([1.0]))
+    online.push(1.0, np.array([2.0]))
+    first = online.window()
+    online.push(2.0, np.array([3.0]))
+    assert first[:, 0].tolist() == [1.0, 2.0]
+
+
+def test_reset_starts_a_fresh_window() -> None:
+    online = OnlineWindow(window=3, stride=1, channels=1)
+    due = [online.push(float(t), np.array([t])) for t in range(4)]
+    assert due == [False, False, True, True]
+    online.reset()
+    assert online.last_ts is None
+    due = [online.push(float(t), np.array([t])) for t in range(10, 14)]
+    assert due == [False, False, True, True]  # readings before the reset never join a window
+    assert online.window()[:, 0].tolist() == [11.0, 12.0, 13.0]
