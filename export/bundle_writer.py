@@ -52,7 +52,7 @@ def export_bundle(
     run_dir: str | Path,
     out: str | Path,
     precision: Precision | str = Precision.INT8,
-    threshold_method: str = "quantile",
+    threshold_method: str = "pot",
     threshold_params: dict[str, Any] | None = None,
     model_id: str | None = None,
     model_version: str | None = None,
@@ -229,17 +229,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--threshold-method",
         choices=sorted(METHODS),
-        default="quantile",
-        help="how the alert threshold is chosen from the hold-out scores of the shipped model; default quantile",
+        default="pot",
+        help="how the alert threshold is chosen from the hold-out scores of the shipped model: pot "
+        "(peaks-over-threshold, extreme-value fit of the tail) or quantile; default pot",
     )
     parser.add_argument(
-        "--threshold-q", type=float, default=0.995, help="quantile of normal hold-out scores; default 0.995"
+        "--threshold-risk",
+        type=float,
+        default=None,
+        help="pot: probability that a normal window scores above the threshold; default 1e-3",
+    )
+    parser.add_argument(
+        "--threshold-q", type=float, default=None, help="quantile: quantile of normal hold-out scores; default 0.995"
     )
     parser.add_argument(
         "--threshold-margin",
         type=float,
-        default=1.0,
-        help="factor pushing the threshold above the quantile; default 1.0",
+        default=None,
+        help="quantile: factor pushing the threshold above the quantile; default 1.0",
     )
     # Identity and packaging
     parser.add_argument("--model-id", help="model id in the manifest; default: meta.json's, else the run folder name")
@@ -262,9 +269,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_from_args(args: argparse.Namespace) -> int:
-    params: dict[str, Any] = {}
-    if args.threshold_method == "quantile":
-        params = {"q": args.threshold_q, "margin": args.threshold_margin}
+    flags = {"quantile": {"q": args.threshold_q, "margin": args.threshold_margin}, "pot": {"risk": args.threshold_risk}}
+    for method, options in flags.items():
+        given = [f"--threshold-{k}" for k, v in options.items() if v is not None]
+        if given and method != args.threshold_method:
+            print(f"export failed: {', '.join(given)} applies to --threshold-method {method}", file=sys.stderr)
+            return 2
+    params = {k: v for k, v in flags.get(args.threshold_method, {}).items() if v is not None}
     try:
         report = export_bundle(
             args.run,

@@ -41,7 +41,10 @@ def pot(scores: np.ndarray, risk: float = 1e-3, init_quantile: float = 0.98) -> 
     try:
         return pot_threshold(scores, risk=risk, init_quantile=init_quantile).threshold
     except ValueError as exc:
-        msg = f"peaks-over-threshold calibration failed: {exc}"
+        msg = (
+            f"peaks-over-threshold calibration failed on {len(scores)} hold-out windows: {exc}; "
+            "train on more normal data or use --threshold-method quantile"
+        )
         raise ExportError(msg) from exc
 
 

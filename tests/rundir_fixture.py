@@ -77,8 +77,8 @@ def make_run_dir(
     run = root / f"run-{arch}-{likelihood}"
     run.mkdir(parents=True, exist_ok=True)
     torch.save({"model_config": cfg.to_dict(), "state_dict": model.state_dict()}, run / "model.pt")
-    # A denser hold-out than the scoring stride gives the threshold quantile more windows to stand on.
-    np.savez(run / "calibration.npz", holdout=windows(holdout, 2), train_sample=train_w[::4][:250])
+    # Every hold-out window, as training writes them: the threshold is a tail statistic and needs samples.
+    np.savez(run / "calibration.npz", holdout=windows(holdout, 1), train_sample=train_w[::4][:250])
     last = history[-1]
     meta = {
         "schema_version": 1,

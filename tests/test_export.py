@@ -99,8 +99,8 @@ def test_int8_bundle_manifest(int8_bundle: ExportReport, run_dir: Path) -> None:
     assert (m.channels, m.window, m.stride, m.sample_period_s) == (CHANNELS, 32, 8, 1.0)
     assert (m.architecture, m.score_kind) == ("vae-conv", "mse")
     assert m.files == describe_files(int8_bundle.bundle, ["model.onnx"])
-    assert m.threshold.method == "quantile"
-    assert m.threshold.params == {"q": 0.995, "margin": 1.0}
+    assert m.threshold.method == "pot"
+    assert m.threshold.params == {"risk": 1e-3, "init_quantile": 0.98}
     assert m.threshold.calibration_windows == len(load_run(run_dir).holdout)
     assert m.training["metrics"]["device"] == "cpu"
     parity = m.export["parity"]
@@ -224,7 +224,18 @@ def test_cli_flags_and_report(run_dir: Path, tmp_path: Path, capsys: pytest.Capt
     for action in parser._actions[1:]:
         assert action.help, f"{action.dest} has no help"
     args = parser.parse_args(
-        ["--run", str(run_dir), "--out", str(tmp_path / "b"), "--precision", "fp32", "--threshold-q", "0.99"]
+        [
+            "--run",
+            str(run_dir),
+            "--out",
+            str(tmp_path / "b"),
+            "--precision",
+            "fp32",
+            "--threshold-method",
+            "quantile",
+            "--threshold-q",
+            "0.99",
+        ]
         + ["--debounce-trigger", "2", "--debounce-clear", "4", "--model-version", "7"]
     )
     assert run_from_args(args) == 0
@@ -264,3 +275,14 @@ def test_relative_error_floor() -> None:
 def test_parity_docstring_examples() -> None:
     assert average_ranks(np.array([3.0, 1.0])).tolist() == [2.0, 1.0]
     assert doctest.testmod(export.parity).failed == 0
+
+
+def test_cli_rejects_a_threshold_flag_of_another_method(
+    run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(["--run", str(run_dir), "--out", str(tmp_path / "b"), "--threshold-q", "0.99"])
+    assert run_from_args(args) == 2
+    assert "--threshold-q applies to --threshold-method quantile" in capsys.readouterr().err
+    assert not (tmp_path / "b").exists()

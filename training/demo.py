@@ -59,6 +59,7 @@ class InjectedFault:
     kind: str
     start_ts: float
     end_ts: float
+    stream_start: float
 
 
 def _banner(text: str) -> None:
@@ -100,7 +101,8 @@ def _replay_streams(
 
 def _injected(device: str, fault: Fault, table: Table) -> InjectedFault:
     end = min(fault.start + fault.length, len(table.timestamps)) - 1
-    return InjectedFault(device, fault.channel, fault.kind, table.timestamps[fault.start], table.timestamps[end])
+    ts = table.timestamps
+    return InjectedFault(device, fault.channel, fault.kind, ts[fault.start], ts[end], ts[0])
 
 
 def _faults_from_labels(device: str, table: Table) -> list[InjectedFault]:
@@ -110,7 +112,7 @@ def _faults_from_labels(device: str, table: Table) -> list[InjectedFault]:
     starts = np.flatnonzero(np.diff(labels) == 1)
     ends = np.flatnonzero(np.diff(labels) == -1) - 1
     ts = table.timestamps
-    return [InjectedFault(device, "?", "labelled", ts[s], ts[e]) for s, e in zip(starts, ends, strict=True)]
+    return [InjectedFault(device, "?", "labelled", ts[s], ts[e], ts[0]) for s, e in zip(starts, ends, strict=True)]
 
 
 class AlertListener:
@@ -181,14 +183,18 @@ def _start_agent(bundle: Path, broker: Broker, workdir: Path) -> subprocess.Pope
         f'[model]\nbundle = "{bundle.resolve()}"\n\n[stats]\ninterval_s = 1\n'
     )
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    return subprocess.Popen([sys.executable, "-m", "agent", "--config", str(config)], env=env)
+    log = (workdir / "agent.log").open("wb")
+    print(f"agent log: {workdir / 'agent.log'}")
+    return subprocess.Popen(
+        [sys.executable, "-m", "agent", "--config", str(config)], env=env, stdout=log, stderr=subprocess.STDOUT
+    )
 
 
 def _summarize(injected: list[InjectedFault], alerts: list[dict[str, Any]], window_s: float) -> tuple[int, int]:
     opened = [a for a in alerts if a["type"] == "alert"]
     caught = 0
     matched_alerts: set[str] = set()
-    print(f"\n{'device':<10} {'channel':<12} {'kind':<8} {'fault window':<21} caught by")
+    print(f"\n{'device':<10} {'channel':<12} {'kind':<8} {'fault (s into stream)':<21} caught by")
     for fault in injected:
         hits = [
             a
@@ -198,7 +204,7 @@ def _summarize(injected: list[InjectedFault], alerts: list[dict[str, Any]], wind
         matched_alerts.update(a["id"] for a in hits)
         caught += bool(hits)
         by = ", ".join(f"alert top={a['top_channels'][0]['channel']}" for a in hits) or "MISSED"
-        span = f"{fault.start_ts - injected[0].start_ts:+.0f}s..{fault.end_ts - injected[0].start_ts:+.0f}s"
+        span = f"{fault.start_ts - fault.stream_start:.0f}..{fault.end_ts - fault.stream_start:.0f} s"
         print(f"{fault.device:<10} {fault.channel:<12} {fault.kind:<8} {span:<21} {by}")
     false_alerts = [a for a in opened if a["id"] not in matched_alerts]
     print(

@@ -15,13 +15,17 @@ logger = logging.getLogger(__name__)
 CHANNELS = ("vibration", "current", "pressure", "temperature", "flow", "voltage")
 FAULT_KINDS = ("spike", "drift", "stuck", "noise", "offset")
 DEFAULT_START_TIME = 1_704_067_200.0  # 2024-01-01T00:00:00Z
-# Per kind: (min, max) length in rows and (min, max) magnitude in noise sigmas, for random_faults.
+# Each channel's normal spread (standard deviation over a day of varied load), the unit of fault magnitudes.
+# Noise sigmas would be the wrong unit: the motor temperature lags load by minutes, so a short window cannot
+# predict it to within its noise, and a fault a few noise sigmas large is invisible there.
+SPREAD = np.array([0.56, 2.3, 1.27, 5.8, 6.5, 4.6])
+# Per kind: (min, max) length in rows and (min, max) magnitude in channel spreads, for random_faults.
 FAULT_SHAPES: dict[str, tuple[tuple[int, int], tuple[float, float]]] = {
-    "spike": ((2, 8), (15.0, 25.0)),
-    "drift": ((150, 400), (10.0, 15.0)),
-    "stuck": ((80, 300), (6.0, 10.0)),
-    "noise": ((80, 300), (4.0, 6.0)),
-    "offset": ((80, 300), (6.0, 10.0)),
+    "spike": ((3, 8), (2.5, 4.0)),
+    "drift": ((150, 400), (1.0, 1.5)),
+    "stuck": ((80, 300), (0.8, 1.2)),
+    "noise": ((80, 300), (0.3, 0.5)),
+    "offset": ((80, 300), (0.8, 1.2)),
 }
 
 
@@ -29,7 +33,7 @@ FAULT_SHAPES: dict[str, tuple[tuple[int, int], tuple[float, float]]] = {
 class Fault:
     """A fault on one channel over rows [start, start + length).
 
-    `magnitude` is in units of the channel's normal noise sigma:
+    `magnitude` is in units of the channel's normal spread (`SPREAD`):
     spike: a short burst that far off; drift: a linear ramp reaching it; stuck: the reading freezes at its
     value at `start` shifted by it; noise: extra white noise of that sigma; offset: a constant shift.
     """
@@ -104,9 +108,8 @@ def simulate_plant(
     values = clean + noise
 
     labels = np.zeros(rows, dtype=np.int8)
-    residual_sigma = noise.std(axis=0) if rows > 1 else sigma
     for k, fault in enumerate(faults):
-        _apply_fault(values, fault, residual_sigma, np.random.default_rng([seed, 1, k]))
+        _apply_fault(values, fault, SPREAD, np.random.default_rng([seed, 1, k]))
         labels[fault.start : fault.stop] = 1
     logger.debug("simulated %d rows (seed %d) with %d faults", rows, seed, len(faults))
     timestamps = start_time + t
@@ -151,7 +154,7 @@ def _lag(x: np.ndarray, tau_rows: float, initial: float = 0.0) -> np.ndarray:
     return out
 
 
-def _apply_fault(values: np.ndarray, fault: Fault, sigma: np.ndarray, rng: np.random.Generator) -> None:
+def _apply_fault(values: np.ndarray, fault: Fault, spread: np.ndarray, rng: np.random.Generator) -> None:
     if fault.channel not in CHANNELS:
         msg = f"fault channel must be one of {CHANNELS}, got {fault.channel!r}"
         raise ValueError(msg)
@@ -160,7 +163,7 @@ def _apply_fault(values: np.ndarray, fault: Fault, sigma: np.ndarray, rng: np.ra
         raise ValueError(msg)
     c = CHANNELS.index(fault.channel)
     span = values[fault.start : fault.stop, c]  # a view: edits land in `values`
-    size = float(fault.magnitude * sigma[c])
+    size = float(fault.magnitude * spread[c])
     sign = 1.0 if rng.uniform() < 0.5 else -1.0
     if fault.kind == "spike":
         span += sign * size

@@ -52,7 +52,9 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 0.0
     grad_clip: float = 1.0
-    beta: float = 1.0
+    # With the fixed-variance (MSE) decoder, beta=1 over-smooths reconstructions: on the simulated plant the
+    # hold-out p99 score was 7x its median and 4 of 6 faults went unseen; beta=0.02 caught all six.
+    beta: float = 0.02
     kl_warmup_epochs: int = 10
     patience: int = 8
     min_delta: float = 0.0
@@ -71,7 +73,7 @@ _FLAGS: dict[str, dict[str, str]] = {
         "sim_rows": "rows of simulated data when --data is omitted",
         "sim_seed": "seed of the simulated plant",
         "window": "window length in rows",
-        "stride": "scoring stride in rows written for deployment; also the hold-out windows' stride",
+        "stride": "scoring stride in rows written for deployment",
         "train_stride": "stride between training and validation windows",
         "max_train_windows": "cap on training windows, sampled with --seed (default: all)",
         "calibration_windows": "raw training windows kept in calibration.npz as train_sample",
@@ -206,7 +208,7 @@ def train(cfg: TrainConfig) -> Path:
 
     # Data: chronological splits of normal rows; normalization from the training rows only.
     dataset = data.load_training_data(cfg.data, sim_rows=cfg.sim_rows, seed=cfg.sim_seed)
-    strides = {"train": cfg.train_stride, "val": cfg.train_stride, "holdout": cfg.stride}
+    strides = {"train": cfg.train_stride, "val": cfg.train_stride, "holdout": 1}
     data.check_windows(dataset, cfg.window, strides, option=f"--window {cfg.window}")
     mean, std = data.fit_normalization(dataset.splits["train"])
     train_raw = data.make_windows(dataset.splits["train"], cfg.window, cfg.train_stride, cfg.max_train_windows, rng)
@@ -284,7 +286,8 @@ def train(cfg: TrainConfig) -> Path:
         "val_windows": len(val_x),
     }
     calibration = {
-        "holdout": data.make_windows(dataset.splits["holdout"], cfg.window, cfg.stride),
+        # Every hold-out window, not every stride-th: the alert threshold is a tail quantile and needs samples.
+        "holdout": data.make_windows(dataset.splits["holdout"], cfg.window, 1),
         "train_sample": data.make_windows(
             dataset.splits["train"], cfg.window, cfg.train_stride, cfg.calibration_windows, rng
         ),
