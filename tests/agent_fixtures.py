@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -27,6 +25,7 @@ from agent.mqtt import status_topic
 from agent.threshold import Debounce as DebounceState
 from agent.threshold import Threshold as Classifier
 from agent.window import sliding_windows
+from training.broker import Broker
 
 CHANNELS = ("temp", "pressure", "flow")
 MEAN = np.array([20.0, 5.0, 100.0])
@@ -147,60 +146,6 @@ def windows_for(rows: int, window: int = WINDOW, stride: int = STRIDE) -> int:
 
 
 # --- the broker ------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Broker:
-    host: str
-    port: int
-
-    @property
-    def url(self) -> str:
-        return f"mqtt://{self.host}:{self.port}"
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-    return port
-
-
-def find_mosquitto() -> str | None:
-    return shutil.which("mosquitto") or next(
-        (p for p in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto") if Path(p).is_file()), None
-    )
-
-
-@contextmanager
-def run_mosquitto(binary: str, workdir: Path, timeout: float = 10.0) -> Iterator[Broker]:
-    host, port = "127.0.0.1", free_port()
-    conf = workdir / "mosquitto.conf"
-    conf.write_text(f"listener {port} {host}\nallow_anonymous true\nset_tcp_nodelay true\npersistence false\n")
-    log = (workdir / "mosquitto.log").open("wb")
-    proc = subprocess.Popen([binary, "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if proc.poll() is not None:
-                msg = f"mosquitto exited with {proc.returncode}: {(workdir / 'mosquitto.log').read_text()}"
-                raise RuntimeError(msg)
-            try:
-                socket.create_connection((host, port), timeout=0.5).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.02)
-        yield Broker(host, port)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
 
 
 @dataclass(frozen=True)

@@ -10,28 +10,26 @@ from typing import Any
 
 import pytest
 from agent_fixtures import (
-    Broker,
     Collector,
     Names,
     Publisher,
     agent_document,
-    find_mosquitto,
     make_bundle,
-    run_mosquitto,
 )
 
 from agent.config import Config, load_config
+from training.broker import Broker, find_mosquitto, start_broker
 
 
 @pytest.fixture(scope="session")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
+def broker() -> Iterator[Broker]:
     binary = find_mosquitto()
     if binary is None:
         pytest.fail(
             "mosquitto is not installed; the MQTT tests need a real broker. "
             "Run the README's test command, `make test`, which installs it (apt-get install mosquitto)."
         )
-    with run_mosquitto(binary, tmp_path_factory.mktemp("mosquitto")) as running:
+    with start_broker() as running:
         yield running
 
 

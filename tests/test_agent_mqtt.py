@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 from agent_fixtures import (
     CHANNELS,
-    Broker,
     Collector,
     Message,
     Names,
@@ -28,6 +27,7 @@ from agent_fixtures import (
 from agent.offline import score_table
 from agent.replay import replay
 from agent.table import read_table
+from training.broker import Broker
 
 ROWS = 120
 

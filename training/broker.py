@@ -70,11 +70,19 @@ def start_broker(host: str = "127.0.0.1") -> Iterator[Broker]:
             f"listener {port} {host}\nallow_anonymous true\nset_tcp_nodelay true\npersistence false\n"
             "max_queued_messages 100000\n"
         )
-        process = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        log_path = Path(tmp) / "mosquitto.log"
+        log = log_path.open("wb")
+        # Logged to a file: a pipe nobody reads would fill up and stall the broker.
+        process = subprocess.Popen([binary, "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT)
         try:
-            wait_for_port(host, port, timeout=10.0, process=process)
+            try:
+                wait_for_port(host, port, timeout=10.0, process=process)
+            except (RuntimeError, TimeoutError) as exc:
+                msg = f"{exc}; mosquitto said:\n{log_path.read_text(errors='replace')[-2000:]}"
+                raise RuntimeError(msg) from exc
             yield Broker(host, port, "mosquitto")
         finally:
+            log.close()
             process.terminate()
             try:
                 process.wait(timeout=5)
