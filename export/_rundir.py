@@ -1,22 +1,17 @@
-"""Read a training run directory (model.pt, meta.json, calibration.npz) into a scoring graph and windows."""
-
-# A minimal reader of the run-directory contract in docs/architecture.md, private to export.
+"""A training run directory, as export needs it: the scoring graph and the calibration windows."""
 
 from __future__ import annotations
 
-import json
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from export.errors import ExportError
 from export.graph import ScoringGraph
-from training.models.vae import VAEConfig, WindowVAE
-
-RUN_FILES = ("model.pt", "meta.json", "calibration.npz")
+from training import checkpoint
 
 
 @dataclass(frozen=True)
@@ -29,44 +24,26 @@ class Run:
 
 
 def load_run(run_dir: Path) -> Run:
-    """Read model.pt, meta.json and calibration.npz of a run directory (docs/architecture.md)."""
-    missing = [name for name in RUN_FILES if not (run_dir / name).is_file()]
-    if missing:
-        msg = f"{run_dir} is not a training run directory: missing {', '.join(missing)} (expected {RUN_FILES})"
-        raise ExportError(msg)
+    """Read a run written by `edgevae train` (docs/architecture.md) and check it is exportable."""
     try:
-        meta = json.loads((run_dir / "meta.json").read_text())
-    except json.JSONDecodeError as exc:
-        msg = f"{run_dir}/meta.json is not valid JSON: {exc}"
+        run = checkpoint.load_run(run_dir)
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError, pickle.UnpicklingError) as exc:
+        msg = f"{run_dir} cannot be exported: {exc}"
         raise ExportError(msg) from exc
-    try:
-        # weights_only: a checkpoint is data; unpickling arbitrary objects from it would run code.
-        checkpoint = torch.load(run_dir / "model.pt", map_location="cpu", weights_only=True)
-    except (RuntimeError, OSError, EOFError) as exc:
-        msg = f"{run_dir}/model.pt cannot be read as a weights-only torch checkpoint: {exc}"
-        raise ExportError(msg) from exc
-    try:
-        cfg = VAEConfig(**checkpoint["model_config"])
-        vae = WindowVAE(cfg)
-        vae.load_state_dict(checkpoint["state_dict"])
-        norm = meta["normalization"]
-        graph = ScoringGraph(vae, np.asarray(norm["mean"]), np.asarray(norm["std"]))
-        channels = list(meta["channels"])
-        window = int(meta["window"])
-    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
-        msg = f"{run_dir}: model.pt and meta.json do not describe a WindowVAE run: {exc!r}"
-        raise ExportError(msg) from exc
-    if (cfg.window, cfg.channels) != (window, len(channels)):
+    cfg = run.model.cfg
+    if (cfg.window, cfg.channels) != (run.window, len(run.channels)):
         msg = (
-            f"{run_dir}: meta.json says window {window} x {len(channels)} channels, "
+            f"{run_dir}: meta.json says window {run.window} x {len(run.channels)} channels, "
             f"the model was trained on {cfg.window} x {cfg.channels}"
         )
         raise ExportError(msg)
-    with np.load(run_dir / "calibration.npz") as cal:
-        arrays = {key: np.asarray(cal[key], dtype=np.float32) for key in ("holdout", "train_sample") if key in cal}
-    for key in ("holdout", "train_sample"):
-        shape = arrays[key].shape if key in arrays else None
-        if shape is None or len(shape) != 3 or shape[1:] != (window, len(channels)) or shape[0] == 0:
-            msg = f"{run_dir}/calibration.npz: expected `{key}` shaped (n>0, {window}, {len(channels)}), got {shape}"
+    arrays = {"holdout": run.holdout, "train_sample": run.train_sample}
+    for key, array in arrays.items():
+        if array.ndim != 3 or array.shape[1:] != (run.window, len(run.channels)) or array.shape[0] == 0:
+            msg = (
+                f"{run_dir}/calibration.npz: expected `{key}` shaped (n>0, {run.window}, {len(run.channels)}), "
+                f"got {array.shape}"
+            )
             raise ExportError(msg)
-    return Run(run_dir, meta, graph, arrays["holdout"], arrays["train_sample"])
+    graph = ScoringGraph(run.model, run.mean, run.std)
+    return Run(run_dir, run.meta, graph, run.holdout.astype(np.float32), run.train_sample.astype(np.float32))
