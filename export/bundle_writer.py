@@ -84,7 +84,14 @@ def export_bundle(
     staging.chmod(0o755)  # mkdtemp makes it private; a bundle is meant to be read by the agent's user
     try:
         threshold, export_info, shipped_scores = _write_model(
-            run, staging, precision, threshold_method, threshold_params or {}, metadata
+            run,
+            staging,
+            precision,
+            threshold_method,
+            threshold_params or {},
+            metadata,
+            # TensorRT takes only symmetric (zero-point 0) Q/DQ; ONNX Runtime is more accurate asymmetric.
+            Int8Settings(symmetric=tensorrt),
         )
         files = [MODEL_FILE]
         if tensorrt:
@@ -140,6 +147,7 @@ def _write_model(
     threshold_method: str,
     threshold_params: dict[str, Any],
     metadata: dict[str, str],
+    int8: Int8Settings,
 ) -> tuple[Threshold, dict[str, Any], np.ndarray]:
     """Export, check against torch, compress into `staging`, and calibrate on the shipped model's scores."""
     graph = run.graph
@@ -152,8 +160,7 @@ def _write_model(
             raise ExportError(msg)
 
         shipped = staging / MODEL_FILE
-        # The default INT8 settings are also TensorRT's (symmetric, float biases): one model for both.
-        compression = compress(fp32_path, shipped, precision, run.train_sample, Int8Settings())
+        compression = compress(fp32_path, shipped, precision, run.train_sample, int8)
         set_metadata(shipped, {**metadata, "edgevae.precision": precision.value})
         # The threshold is calibrated on the scores of the model that ships, through the agent's backend.
         shipped_scores = parity.onnx_scores(shipped, run.holdout).score

@@ -39,7 +39,7 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     paths["int8-cpu"] = root / "int8-cpu.onnx"
     compress(fp32, paths["int8-cpu"], Precision.INT8, run.train_sample, Int8Settings(symmetric=False))
     paths["int8"] = root / "int8.onnx"
-    compress(fp32, paths["int8"], Precision.INT8, run.train_sample)
+    compress(fp32, paths["int8"], Precision.INT8, run.train_sample, Int8Settings(symmetric=True))
     paths["fp16"] = root / "fp16.onnx"
     compress(fp32, paths["fp16"], Precision.FP16)
     return paths
