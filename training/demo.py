@@ -7,9 +7,11 @@ import argparse
 import json
 import os
 import queue
+import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +27,7 @@ from training.simulate import Fault, random_faults, simulate_plant
 
 TOPIC_ROOT = "demo"
 PREFIX = "edgevae"
+AGENT_ID = "edgevae-demo-agent"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -77,9 +80,10 @@ def _train_and_export(args: argparse.Namespace) -> Path:
     print(f"trained in {time.perf_counter() - started:.1f} s; best validation metrics: {meta['metrics']}")
 
     _banner(f"exporting a {args.precision.upper()} bundle")
-    report = export_bundle(run_dir, args.workdir / "bundle", precision=args.precision)
+    model_id = f"demo-{args.data.stem}" if args.data else "demo-simulated-pump"
+    report = export_bundle(run_dir, args.workdir / "bundle", precision=args.precision, model_id=model_id)
     print(report.summary())
-    return args.workdir / "bundle"
+    return report.bundle
 
 
 def _replay_streams(
@@ -121,12 +125,21 @@ class AlertListener:
     def __init__(self, broker: Broker) -> None:
         self.alerts: list[dict[str, Any]] = []
         self.stats: dict[str, dict[str, Any]] = {}
+        self.online = threading.Event()
         self._inbox: queue.Queue[tuple[str, bytes]] = queue.Queue()
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="edgevae-demo-listener")
-        self.client.on_connect = lambda c, *_: c.subscribe([(f"{PREFIX}/+/alert", 1), (f"{PREFIX}/+/stats", 0)])
-        self.client.on_message = lambda _c, _u, msg: self._inbox.put((msg.topic, msg.payload))
+        topics = [(f"{PREFIX}/+/alert", 1), (f"{PREFIX}/+/stats", 0), (f"{PREFIX}/{AGENT_ID}/status", 1)]
+        self.client.on_connect = lambda c, *_: c.subscribe(topics)
+        self.client.on_message = self._on_message
         self.client.connect(broker.host, broker.port)
         self.client.loop_start()
+
+    def _on_message(self, _client: mqtt.Client, _userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        if msg.topic.endswith("/status"):
+            if msg.payload == b"online":
+                self.online.set()
+            return
+        self._inbox.put((msg.topic, bytes(msg.payload)))
 
     def drain(self) -> None:
         while True:
@@ -179,7 +192,7 @@ def _start_agent(bundle: Path, broker: Broker, workdir: Path) -> subprocess.Pope
     config = workdir / "agent.toml"
     config.write_text(
         f'[mqtt]\nbroker = "mqtt://{broker.host}:{broker.port}"\ntopics = ["{TOPIC_ROOT}/+/data"]\n'
-        f'topic_prefix = "{PREFIX}"\nclient_id = "edgevae-demo-agent"\n\n'
+        f'topic_prefix = "{PREFIX}"\nclient_id = "{AGENT_ID}"\n\n'
         f'[model]\nbundle = "{bundle.resolve()}"\n\n[stats]\ninterval_s = 1\n'
     )
     env = dict(os.environ, PYTHONUNBUFFERED="1")
@@ -216,6 +229,9 @@ def _summarize(injected: list[InjectedFault], alerts: list[dict[str, Any]], wind
 
 def run_demo(args: argparse.Namespace) -> int:
     args.workdir.mkdir(parents=True, exist_ok=True)
+    # The demo owns these two folders; a rerun starts from scratch rather than refusing to overwrite.
+    for own in ("run", "bundle"):
+        shutil.rmtree(args.workdir / own, ignore_errors=True)
     bundle = _train_and_export(args)
     from agent.bundle import load_bundle
 
@@ -255,11 +271,9 @@ def _wait_online(listener: AlertListener, agent: subprocess.Popen[bytes], timeou
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if agent.poll() is not None:
-            msg = f"the agent exited with code {agent.returncode} before it came online"
+            msg = f"the agent exited with code {agent.returncode} before it came online (see agent.log)"
             raise RuntimeError(msg)
-        listener.drain()
-        if listener.stats:
+        if listener.online.wait(0.1):
             return
-        time.sleep(0.1)
-    msg = f"the agent did not publish stats within {timeout:.0f} s"
+    msg = f"the agent did not come online within {timeout:.0f} s (see agent.log)"
     raise RuntimeError(msg)
