@@ -1,4 +1,4 @@
-"""The `edgevae` command: train, export, score and demo. Each subcommand imports only what it needs,
+"""The `edgevae` command: train, export, score, evaluate and demo. Each subcommand imports only what it needs,
 so `edgevae score` runs on a machine without torch."""
 
 from __future__ import annotations
@@ -36,6 +36,12 @@ def _score(args: argparse.Namespace) -> int:
     return 0
 
 
+def _evaluate(args: argparse.Namespace) -> int:
+    from training.evaluate import run_from_args
+
+    return run_from_args(args)
+
+
 def _demo(args: argparse.Namespace) -> int:
     from training.demo import run_demo
 
@@ -70,6 +76,15 @@ def _add_score(sub: argparse._SubParsersAction[argparse.ArgumentParser], command
     parser.set_defaults(func=_score)
 
 
+def _add_evaluate(sub: argparse._SubParsersAction[argparse.ArgumentParser], command: str | None) -> None:
+    parser = sub.add_parser("evaluate", help="measure detection quality on SKAB through exported bundles")
+    if command == "evaluate":
+        from training.evaluate import add_arguments
+
+        add_arguments(parser)
+    parser.set_defaults(func=_evaluate)
+
+
 def _add_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser], command: str | None) -> None:
     parser = sub.add_parser("demo", help="train, export, serve and replay a faulty stream end to end")
     if command == "demo":
@@ -83,6 +98,7 @@ _SUBCOMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]
     _add_train,
     _add_export,
     _add_score,
+    _add_evaluate,
     _add_demo,
 ]
 

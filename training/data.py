@@ -130,11 +130,15 @@ def normal_runs(values: np.ndarray, labels: np.ndarray) -> list[np.ndarray]:
     return [values[a:b] for a, b in zip(edges[::2], edges[1::2], strict=True)]
 
 
-def fit_normalization(runs: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """Per-channel mean and floored std over the rows of `runs` (the training split only)."""
+def fit_normalization(runs: Sequence[np.ndarray], floor_rel: float = STD_FLOOR_REL) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and floored std over the rows of `runs` (the training split only).
+
+    The std is at least `floor_rel` times the channel's mean magnitude: a deviation smaller than that share
+    of a reading is treated as noise however still the channel was while the model was fit.
+    """
     rows = np.concatenate(list(runs), axis=0)
     mean = rows.mean(axis=0)
-    std = np.maximum(rows.std(axis=0), np.maximum(STD_FLOOR_ABS, STD_FLOOR_REL * np.abs(mean)))
+    std = np.maximum(rows.std(axis=0), np.maximum(STD_FLOOR_ABS, floor_rel * np.abs(mean)))
     return mean, std
 
 

@@ -42,6 +42,7 @@ class TrainConfig:
     train_stride: int = 1
     max_train_windows: int | None = None
     calibration_windows: int = 2000
+    std_floor_rel: float = 1e-3
     # model
     arch: str = "conv"
     latent: int = 8
@@ -78,6 +79,7 @@ _FLAGS: dict[str, dict[str, str]] = {
         "train_stride": "stride between training and validation windows",
         "max_train_windows": "cap on training windows, sampled with --seed (default: all)",
         "calibration_windows": "raw training windows kept in calibration.npz as train_sample",
+        "std_floor_rel": "normalization: each channel's std is at least this share of its mean magnitude",
     },
     "model": {
         "arch": "encoder/decoder architecture",
@@ -137,7 +139,16 @@ def validate_config(cfg: TrainConfig) -> None:
     for name in positive:
         if getattr(cfg, name) < 1:
             raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(cfg, name)}")
-    nonnegative = ("lr", "weight_decay", "grad_clip", "beta", "kl_warmup_epochs", "min_delta", "calibration_windows")
+    nonnegative = (
+        "lr",
+        "weight_decay",
+        "grad_clip",
+        "beta",
+        "kl_warmup_epochs",
+        "min_delta",
+        "calibration_windows",
+        "std_floor_rel",
+    )
     for name in nonnegative:
         if getattr(cfg, name) < 0 or not math.isfinite(getattr(cfg, name)):
             raise ConfigError(f"--{name.replace('_', '-')} must be a finite number >= 0, got {getattr(cfg, name)}")
@@ -211,7 +222,7 @@ def train(cfg: TrainConfig) -> Path:
     dataset = data.load_training_data(cfg.data, sim_rows=cfg.sim_rows, seed=cfg.sim_seed)
     strides = {"train": cfg.train_stride, "val": cfg.train_stride, "holdout": 1}
     data.check_windows(dataset, cfg.window, strides, option=f"--window {cfg.window}")
-    mean, std = data.fit_normalization(dataset.splits["train"])
+    mean, std = data.fit_normalization(dataset.splits["train"], cfg.std_floor_rel)
     train_raw = data.make_windows(dataset.splits["train"], cfg.window, cfg.train_stride, cfg.max_train_windows, rng)
     train_x = torch.from_numpy(data.normalize(train_raw, mean, std)).to(device)
     val_raw = data.make_windows(dataset.splits["val"], cfg.window, cfg.train_stride)

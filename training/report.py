@@ -1,0 +1,175 @@
+"""Write an evaluation as report.md, results.json and PNG plots."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from training import metrics
+
+# The SKAB leaderboard (github.com/waico/SKAB README, v0.9): F1, FAR %, MAR %, point-wise, no adjustment.
+PUBLISHED: list[tuple[str, float, float, float]] = [
+    ("Conv-AE", 0.78, 13.55, 28.02),
+    ("MSET", 0.78, 39.73, 14.13),
+    ("T-squared+Q (PCA)", 0.76, 26.62, 24.92),
+    ("LSTM-AE", 0.74, 29.96, 25.92),
+    ("LSTM-VAE", 0.56, 9.13, 55.03),
+    ("Vanilla AE", 0.39, 2.59, 75.15),
+    ("Isolation forest", 0.29, 2.56, 82.89),
+]
+PLOTTED_FILES = 4
+
+
+def write_report(document: dict[str, Any], out: Path, plots: bool = True) -> dict[str, Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    per_file = document.get("per_file", {})
+    results = {k: v for k, v in document.items() if k != "per_file"}
+    results["per_file"] = {
+        protocol: {
+            precision: [{"file": r.name, **_counts(r.confusion), "threshold": r.threshold} for r in file_results]
+            for precision, file_results in by_precision.items()
+        }
+        for protocol, by_precision in per_file.items()
+    }
+    paths = {"json": out / "results.json", "markdown": out / "report.md"}
+    paths["json"].write_text(json.dumps(results, indent=2, default=_nan_to_none) + "\n")
+    images = _plots(per_file, out) if plots else []
+    paths["markdown"].write_text(markdown(results, images))
+    return paths
+
+
+def _counts(c: metrics.Confusion) -> dict[str, int]:
+    return {"tp": c.tp, "fp": c.fp, "fn": c.fn, "tn": c.tn}
+
+
+def _nan_to_none(value: Any) -> Any:
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return str(value)
+
+
+def _fmt(value: Any, digits: int = 2) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    return f"{value:.{digits}f}"
+
+
+def markdown(results: dict[str, Any], images: list[Path]) -> str:
+    cfg = results["config"]
+    lines = [
+        "# SKAB detection quality",
+        "",
+        "Point-wise, no point adjustment; TP/FP/FN/TN summed over files, then F1 = TP / (TP + (FN + FP) / 2),",
+        "FAR = 100·FP / (FP + TN), MAR = 100·FN / (FN + TP). Scores come from the exported bundle through the",
+        "agent's runtime code (`agent.offline.score_table`); decisions include the agent's debounce. AUROC and",
+        'AUPRC rank every test row by its score over the threshold. "Flag everything" marks every test row',
+        "anomalous.",
+        "",
+        f"Model: {cfg['arch']} VAE, window {cfg['window']}, hidden {cfg['hidden']}, latent {cfg['latent']}, "
+        f"{cfg['likelihood']} likelihood, beta {cfg['beta']}; threshold {cfg['threshold_method']} "
+        f"{cfg['threshold_params']}; debounce {cfg['trigger']}/{cfg['clear']}. {len(results['files'])} files, "
+        f"{results['seconds']} s.",
+        "",
+    ]
+    titles = {
+        "leaderboard": "SKAB leaderboard protocol (fit on each file's first 400 rows, test on the rest)",
+        "deployment": "Deployment protocol (one model and threshold from anomaly-free.csv, every file whole)",
+    }
+    for protocol, by_precision in results["results"].items():
+        lines += [f"## {titles.get(protocol, protocol)}", ""]
+        lines += [
+            "| detector | F1 | FAR % | MAR % | precision | recall | AUROC | AUPRC |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for precision, s in by_precision.items():
+            lines.append(
+                f"| **edgevae {precision.upper()}** | {_fmt(s['f1'])} | {_fmt(s['far'])} | {_fmt(s['mar'])} | "
+                f"{_fmt(s['precision'])} | {_fmt(s['recall'])} | {_fmt(s['auroc'], 3)} | {_fmt(s['auprc'], 3)} |"
+            )
+        s = next(iter(by_precision.values()))
+        lines.append(
+            f"| flag everything | {_fmt(s['trivial_f1'])} | {_fmt(s['trivial_far'])} | {_fmt(s['trivial_mar'])} "
+            "| | 1.00 | 0.500 | |"
+        )
+        if protocol == "leaderboard":
+            lines += [
+                f"| {name} (published) | {f1:.2f} | {far:.2f} | {mar:.2f} | | | | |" for name, f1, far, mar in PUBLISHED
+            ]
+        lines += ["", f"{s['files']} files, {s['rows']} test rows.", ""]
+    if images:
+        lines += ["## Plots", ""] + [f"![{p.stem}]({p.name})" for p in images] + [""]
+    return "\n".join(lines)
+
+
+def _plots(per_file: dict[str, dict[str, list[Any]]], out: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    images: list[Path] = []
+    for protocol, by_precision in per_file.items():
+        fig, ax = plt.subplots(figsize=(5, 4))
+        for precision, results in by_precision.items():
+            labels = np.concatenate([r.labels for r in results])
+            ratio = np.concatenate([r.ratio for r in results])
+            ratio = np.where(np.isnan(ratio), np.nanmin(ratio), ratio)
+            curve = metrics.precision_recall_curve(labels, ratio)
+            ax.plot(
+                curve.recall, curve.precision, label=f"{precision.upper()} (AUPRC {metrics.auprc(labels, ratio):.3f})"
+            )
+        ax.set(xlabel="recall", ylabel="precision", title=f"{protocol}: precision-recall", ylim=(0, 1.02))
+        ax.legend()
+        images.append(_save(fig, out / f"pr-{protocol}.png"))
+        results = by_precision.get("int8") or next(iter(by_precision.values()))
+        fig, axes = plt.subplots(PLOTTED_FILES, 1, figsize=(9, 2.2 * PLOTTED_FILES), sharex=False)
+        for ax, r in zip(np.atleast_1d(axes), _spread(results, PLOTTED_FILES), strict=False):
+            t = (r.timestamps - r.timestamps[0]) / 60.0
+            ax.fill_between(
+                t,
+                0,
+                1,
+                where=r.labels > 0,
+                transform=ax.get_xaxis_transform(),
+                color="tab:red",
+                alpha=0.15,
+                label="labelled anomaly",
+            )
+            ax.plot(t, r.ratio, lw=0.8, label="score / threshold")
+            ax.axhline(1.0, color="k", ls="--", lw=0.8, label="threshold")
+            ax.fill_between(
+                t,
+                0,
+                0.08,
+                where=r.predictions > 0,
+                transform=ax.get_xaxis_transform(),
+                color="tab:orange",
+                alpha=0.8,
+                label="alert",
+            )
+            ax.set_yscale("log")
+            ax.set_title(r.name, fontsize=9)
+        np.atleast_1d(axes)[0].legend(fontsize=7, loc="upper left")
+        np.atleast_1d(axes)[-1].set_xlabel("minutes into the test rows")
+        fig.suptitle(f"{protocol}: scores over time (INT8)", fontsize=10)
+        images.append(_save(fig, out / f"scores-{protocol}.png"))
+    return images
+
+
+def _spread(items: list[Any], count: int) -> list[Any]:
+    if len(items) <= count:
+        return items
+    return [items[i] for i in np.linspace(0, len(items) - 1, count).round().astype(int)]
+
+
+def _save(fig: Any, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return path
