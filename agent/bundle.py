@@ -62,6 +62,8 @@ class Manifest:
     created: str = ""
     architecture: str = ""
     score_kind: str = "mse"
+    # Rows at the end of each window that the score covers (the rest is context); 0 in older bundles: all.
+    score_rows: int = 0
     training: dict[str, Any] = field(default_factory=dict)
     export: dict[str, Any] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
@@ -99,6 +101,7 @@ class Manifest:
                 created=str(data.get("created", "")),
                 architecture=str(data.get("architecture", "")),
                 score_kind=str(data.get("score_kind", "mse")),
+                score_rows=int(data.get("score_rows", 0)),
                 training=dict(data.get("training", {})),
                 export=dict(data.get("export", {})),
             )
@@ -127,6 +130,8 @@ class Manifest:
             problems.append(
                 f"threshold.value must be a finite number, got {self.threshold.value} (was the bundle calibrated?)"
             )
+        if not 0 <= self.score_rows <= self.window:
+            problems.append(f"score_rows must be between 0 and window ({self.window}), got {self.score_rows}")
         if self.debounce.trigger < 1 or self.debounce.clear < 1:
             problems.append("debounce.trigger and debounce.clear must be >= 1")
         if self.model_file not in self.files:

@@ -36,6 +36,17 @@ logger = logging.getLogger(__name__)
 MODEL_FILE = "model.onnx"
 
 
+def auto_score_rows(window: int, stride: int, trigger: int) -> int:
+    """A quarter of the window, but at least the rows that `trigger` windows in a row advance over.
+
+    Measured (docs/model-selection.md): on SKAB at stride 1, scoring the newest 8 rows of a 32-row window cut
+    the false alarms that trail a fault while it is still inside the window; on the simulated plant at stride
+    8, a score over fewer rows than the debounce spans let short spikes through (17 of 24 faults caught,
+    against 24 of 24 over 24 rows).
+    """
+    return min(window, max(window // 4, trigger * stride))
+
+
 @dataclass(frozen=True)
 class ExportReport:
     bundle: Path
@@ -59,8 +70,13 @@ def export_bundle(
     archive: bool = False,
     debounce: Debounce | None = None,
     tensorrt: bool = False,
+    score_rows: int | None = None,
 ) -> ExportReport:
-    """Export run `run_dir` into the bundle folder `out` (and `<out>.tar.gz` when `archive`)."""
+    """Export run `run_dir` into the bundle folder `out` (and `<out>.tar.gz` when `archive`).
+
+    `score_rows`: how many of each window's newest rows the score covers, the rest being context; 0 scores
+    the whole window, None picks `auto_score_rows`.
+    """
     started = time.perf_counter()
     run_dir, out, precision = Path(run_dir), Path(out), Precision(precision)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
@@ -72,8 +88,15 @@ def export_bundle(
         raise ExportError(msg)
     if tensorrt:
         require_tensorrt()  # fail before minutes of work, not after
+    debounce = debounce or Debounce()
     run = load_run(run_dir)
     meta, graph = run.meta, run.graph
+    if score_rows is None:
+        score_rows = auto_score_rows(graph.window, int(meta["stride"]), debounce.trigger)
+    try:
+        graph.score_rows = min(score_rows, graph.window) or graph.window
+    except ValueError as exc:
+        raise ExportError(str(exc)) from exc
     model_id = model_id or str(meta.get("model_id") or run_dir.resolve().name)
     model_version = model_version or dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d.%H%M%S")
     metadata = {"edgevae.model_id": model_id, "edgevae.model_version": model_version}
@@ -110,11 +133,12 @@ def export_bundle(
             precision=precision.value,
             model_file=MODEL_FILE,
             threshold=threshold,
-            debounce=debounce or Debounce(),
+            debounce=debounce,
             files=describe_files(staging, files),
             created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             architecture=f"vae-{graph.vae.cfg.arch}",
             score_kind=graph.score_kind,
+            score_rows=graph.score_rows,
             training=_training_section(run),
             export=export_info,
         )
@@ -269,6 +293,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--debounce-clear", type=int, default=Debounce().clear, help="consecutive windows below threshold that close it"
     )
     parser.add_argument(
+        "--score-rows",
+        type=int,
+        default=None,
+        help="rows at the end of each window that the score covers, the rest being context; 0: the whole window "
+        "(default: a quarter of the window, at least debounce-trigger x stride)",
+    )
+    parser.add_argument(
         "--tensorrt",
         action="store_true",
         help="also build model.plan with TensorRT >= 10; run this on the device itself, engines are not portable",
@@ -295,6 +326,7 @@ def run_from_args(args: argparse.Namespace) -> int:
             archive=args.archive,
             debounce=Debounce(trigger=args.debounce_trigger, clear=args.debounce_clear),
             tensorrt=args.tensorrt,
+            score_rows=args.score_rows,
         )
     except EdgeVAEError as exc:
         print(f"export failed: {exc}", file=sys.stderr)

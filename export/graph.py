@@ -27,15 +27,25 @@ OUTPUT_NAMES: tuple[str, ...] = GraphOutputs._fields
 class ScoringGraph(nn.Module):
     """A trained WindowVAE with its normalization, scoring raw (batch, time, channel) windows deterministically.
 
-    `channel_error` is the mean over time of the squared error in normalized units. `score` is its mean over
-    channels (score_kind "mse"), or the mean Gaussian negative log-likelihood per point when the decoder
-    predicts a variance (score_kind "nll").
+    `channel_error` is the mean over the newest `score_rows` rows of the squared error in normalized units.
+    `score` is its mean over channels (score_kind "mse"), or the mean Gaussian negative log-likelihood per
+    point of those rows when the decoder predicts a variance (score_kind "nll").
+
+    The whole window is the model's context, but only its newest rows are scored: a window's score then
+    speaks for the rows that just arrived, and an alert ends soon after a fault does instead of lasting
+    until the fault has left the window. `score_rows=None` scores the whole window.
     """
 
     mean: torch.Tensor
     std: torch.Tensor
 
-    def __init__(self, vae: WindowVAE, mean: np.ndarray | torch.Tensor, std: np.ndarray | torch.Tensor) -> None:
+    def __init__(
+        self,
+        vae: WindowVAE,
+        mean: np.ndarray | torch.Tensor,
+        std: np.ndarray | torch.Tensor,
+        score_rows: int | None = None,
+    ) -> None:
         super().__init__()
         channels = vae.cfg.channels
         mean_t = torch.as_tensor(mean, dtype=torch.float32).reshape(-1)
@@ -50,6 +60,18 @@ class ScoringGraph(nn.Module):
         self.register_buffer("mean", mean_t)
         self.register_buffer("std", std_t)
         self.score_kind = SCORE_KINDS[vae.cfg.likelihood]
+        self.score_rows = score_rows or vae.cfg.window
+
+    @property
+    def score_rows(self) -> int:
+        return self._score_rows
+
+    @score_rows.setter
+    def score_rows(self, rows: int) -> None:
+        if not 1 <= rows <= self.window:
+            msg = f"score_rows must be between 1 and the window ({self.window}), got {rows}"
+            raise ValueError(msg)
+        self._score_rows = rows
 
     @property
     def window(self) -> int:
@@ -64,11 +86,13 @@ class ScoringGraph(nn.Module):
         mu, _ = self.vae.encode(x)
         # The posterior mean, not a sample: the same window must always get the same score.
         recon, recon_logvar = self.vae.decode(mu)
-        squared = (x - recon) ** 2
+        newest = slice(self.window - self.score_rows, self.window)
+        squared = (x[:, newest] - recon[:, newest]) ** 2
         channel_error = squared.mean(dim=1)
         if recon_logvar is None:
             score = channel_error.mean(dim=1)
         else:
-            nll = 0.5 * (_LOG_2PI + recon_logvar + squared * torch.exp(-recon_logvar))
+            logvar = recon_logvar[:, newest]
+            nll = 0.5 * (_LOG_2PI + logvar + squared * torch.exp(-logvar))
             score = nll.mean(dim=(1, 2))
         return GraphOutputs(score, channel_error)

@@ -42,7 +42,7 @@ class Trained:
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Trained:
     root = tmp_path_factory.mktemp("e2e")
-    cfg = TrainConfig(data=None, out=root / "run", sim_rows=20000, epochs=12, progress=False, threads=1, seed=0)
+    cfg = TrainConfig(data=None, out=root / "run", sim_rows=50000, epochs=10, progress=False, threads=1, seed=0)
     run = train(cfg)
     int8 = export_bundle(run, root / "int8", precision="int8", model_version="1.0.0").bundle
     fp32 = export_bundle(run, root / "fp32", precision="fp32", model_version="1.0.0").bundle
@@ -52,7 +52,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Trained:
 def test_export_parity_torch_fp32_int8(trained: Trained) -> None:
     run = load_run(trained.run)
     windows = np.concatenate([run.holdout, run.train_sample[:500]]).astype(np.float32)
-    graph = ScoringGraph(run.model, run.mean, run.std).eval()
+    graph = ScoringGraph(run.model, run.mean, run.std, load_bundle(trained.fp32).manifest.score_rows).eval()
     with torch.no_grad():
         reference = graph(torch.from_numpy(windows)).score.numpy()
     fp32 = create_backend(load_bundle(trained.fp32).model_path).run(windows).score
