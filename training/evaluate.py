@@ -45,23 +45,25 @@ class EvalConfig:
     protocols: tuple[str, ...] = PROTOCOLS
     precisions: tuple[str, ...] = PRECISIONS
     max_files: int | None = None
-    # model and training
+    # Model, training and decision: the winners of the model selection (docs/skab/model-selection.md).
     window: int = 32
     arch: str = "conv"
-    hidden: int = 64
-    latent: int = 8
+    hidden: int = 32
+    latent: int = 4
     likelihood: str = "mse"
     beta: float = 0.02
-    std_floor_rel: float = 1e-3
-    epochs: int = 60
+    kl_warmup_epochs: int = 10
+    std_floor_rel: float = 0.01
+    splits: tuple[float, float, float] = (0.85, 0.15, 0.0)
+    epochs: int = 15
     patience: int = 8
     seed: int = 0
     threads: int | None = 1
-    # decision
     threshold_method: str = "quantile"
-    threshold_params: dict[str, Any] = field(default_factory=lambda: {"q": 0.99, "margin": 1.0})
+    threshold_params: dict[str, Any] = field(default_factory=lambda: {"q": 0.99, "margin": 2.0})
     trigger: int = 3
-    clear: int = 5
+    clear: int = 30
+    score_rows: int | None = 8  # 0: the whole window
     plots: bool = True
 
 
@@ -104,7 +106,9 @@ def _train(cfg: EvalConfig, data: Path, out: Path) -> Path:
         latent=cfg.latent,
         likelihood=cfg.likelihood,
         beta=cfg.beta,
+        kl_warmup_epochs=cfg.kl_warmup_epochs,
         std_floor_rel=cfg.std_floor_rel,
+        splits=cfg.splits,
         epochs=cfg.epochs,
         patience=cfg.patience,
         seed=cfg.seed,
@@ -126,6 +130,7 @@ def _export(cfg: EvalConfig, run: Path, out: Path, precision: str) -> Path:
         threshold_params=dict(cfg.threshold_params),
         model_version="eval",
         debounce=Debounce(cfg.trigger, cfg.clear),
+        score_rows=cfg.score_rows,
     )
     return report.bundle
 
@@ -261,6 +266,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-files", type=int, default=None, help="evaluate only the first N labelled files")
     parser.add_argument("--workdir", type=Path, default=None, help="keep runs and bundles here (default: a temp dir)")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    parser.add_argument(
+        "--sweep",
+        action="store_true",
+        help="instead: score every model variant of training/sweep.py on the leaderboard protocol (FP32) and "
+        "write model-selection.md",
+    )
     # model and training
     parser.add_argument("--window", type=int, default=d.window, help=f"window length in rows (default {d.window})")
     parser.add_argument("--arch", default=d.arch, help=f"VAE architecture (default {d.arch})")
@@ -273,6 +284,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=d.std_floor_rel,
         help=f"normalization std floor (default {d.std_floor_rel})",
+    )
+    parser.add_argument(
+        "--kl-warmup-epochs", type=int, default=d.kl_warmup_epochs, help=f"KL warm-up (default {d.kl_warmup_epochs})"
+    )
+    parser.add_argument(
+        "--splits",
+        nargs=3,
+        type=float,
+        default=list(d.splits),
+        metavar=("TRAIN", "VAL", "HOLDOUT"),
+        help=f"chronological shares of each training file (default {list(d.splits)})",
+    )
+    parser.add_argument(
+        "--score-rows",
+        type=int,
+        default=d.score_rows,
+        help="rows at the end of each window the score covers; 0: the whole window (default: export's)",
     )
     parser.add_argument("--epochs", type=int, default=d.epochs, help=f"most training epochs (default {d.epochs})")
     parser.add_argument(
@@ -314,6 +342,9 @@ def config_from_args(args: argparse.Namespace) -> EvalConfig:
         latent=args.latent,
         likelihood=args.likelihood,
         beta=args.beta,
+        kl_warmup_epochs=args.kl_warmup_epochs,
+        splits=tuple(args.splits),
+        score_rows=args.score_rows,
         std_floor_rel=args.std_floor_rel,
         epochs=args.epochs,
         patience=args.patience,
@@ -330,6 +361,11 @@ def run_from_args(args: argparse.Namespace) -> int:
     from training.report import write_report
 
     cfg = config_from_args(args)
+    if args.sweep:
+        from training.sweep import sweep, write_sweep
+
+        print(write_sweep(sweep(cfg), cfg.out).read_text())
+        return 0
     document = evaluate(cfg, args.workdir)
     paths = write_report(document, cfg.out, plots=cfg.plots)
     print(paths["markdown"].read_text())

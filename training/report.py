@@ -35,11 +35,25 @@ def write_report(document: dict[str, Any], out: Path, plots: bool = True) -> dic
         }
         for protocol, by_precision in per_file.items()
     }
+    results["groups"] = {
+        protocol: {precision: _by_group(file_results) for precision, file_results in by_precision.items()}
+        for protocol, by_precision in per_file.items()
+    }
     paths = {"json": out / "results.json", "markdown": out / "report.md"}
     paths["json"].write_text(json.dumps(results, indent=2, default=_nan_to_none) + "\n")
     images = _plots(per_file, out) if plots else []
     paths["markdown"].write_text(markdown(results, images))
     return paths
+
+
+def _by_group(file_results: list[Any]) -> dict[str, dict[str, float]]:
+    """The summary per SKAB folder (valve1, valve2, other): the plant ran at different operating points."""
+    from training.evaluate import summarize
+
+    groups: dict[str, list[Any]] = {}
+    for r in file_results:
+        groups.setdefault(r.name.split("/")[0], []).append(r)
+    return {name: summarize(members) for name, members in groups.items()}
 
 
 def _counts(c: metrics.Confusion) -> dict[str, int]:
@@ -100,6 +114,21 @@ def markdown(results: dict[str, Any], images: list[Path]) -> str:
                 f"| {name} (published) | {f1:.2f} | {far:.2f} | {mar:.2f} | | | | |" for name, f1, far, mar in PUBLISHED
             ]
         lines += ["", f"{s['files']} files, {s['rows']} test rows.", ""]
+        groups = results.get("groups", {}).get(protocol, {})
+        if groups:
+            precision = "int8" if "int8" in groups else next(iter(groups))
+            lines += [
+                f"By folder ({precision.upper()}):",
+                "",
+                "| folder | files | F1 | FAR % | MAR % | AUROC |",
+                "|---|---|---|---|---|---|",
+            ]
+            for folder, g in groups[precision].items():
+                lines.append(
+                    f"| {folder} | {g['files']} | {_fmt(g['f1'])} | {_fmt(g['far'])} | {_fmt(g['mar'])} | "
+                    f"{_fmt(g['auroc'], 3)} |"
+                )
+            lines.append("")
     if images:
         lines += ["## Plots", ""] + [f"![{p.stem}]({p.name})" for p in images] + [""]
     return "\n".join(lines)

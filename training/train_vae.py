@@ -42,7 +42,10 @@ class TrainConfig:
     train_stride: int = 1
     max_train_windows: int | None = None
     calibration_windows: int = 2000
-    std_floor_rel: float = 1e-3
+    # Chronological train/val/hold-out shares of each file. A hold-out share of 0 calibrates the threshold on
+    # the validation windows instead (for small data, where every row is needed for fitting).
+    splits: tuple[float, float, float] = (0.70, 0.15, 0.15)
+    std_floor_rel: float = data.STD_FLOOR_REL
     # model
     arch: str = "conv"
     latent: int = 8
@@ -80,6 +83,8 @@ _FLAGS: dict[str, dict[str, str]] = {
         "max_train_windows": "cap on training windows, sampled with --seed (default: all)",
         "calibration_windows": "raw training windows kept in calibration.npz as train_sample",
         "std_floor_rel": "normalization: each channel's std is at least this share of its mean magnitude",
+        "splits": "chronological train, validation and hold-out shares of each file; a hold-out of 0 calibrates "
+        "the threshold on the validation windows",
     },
     "model": {
         "arch": "encoder/decoder architecture",
@@ -119,6 +124,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             if name == "progress":
                 group.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=text)
                 continue
+            if name == "splits":
+                group.add_argument(
+                    flag,
+                    nargs=3,
+                    type=float,
+                    metavar=("TRAIN", "VAL", "HOLDOUT"),
+                    default=default,
+                    help=text + " (default: %(default)s)",
+                )
+                continue
             group.add_argument(
                 flag,
                 type=_TYPES.get(name, type(default)),
@@ -130,7 +145,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    return TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)})
+    cfg = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)})
+    cfg.splits = tuple(cfg.splits)  # type: ignore[assignment]
+    return cfg
 
 
 def validate_config(cfg: TrainConfig) -> None:
@@ -157,6 +174,9 @@ def validate_config(cfg: TrainConfig) -> None:
             raise ConfigError(f"--{name} must be one of {choices}, got {getattr(cfg, name)!r}")
     if cfg.window < 2:
         raise ConfigError(f"--window must be >= 2, got {cfg.window}")
+    train_share, val_share, holdout_share = cfg.splits
+    if not (train_share > 0 and val_share > 0 and holdout_share >= 0 and math.isfinite(sum(cfg.splits))):
+        raise ConfigError(f"--splits expects TRAIN > 0, VAL > 0 and HOLDOUT >= 0, got {list(cfg.splits)}")
     if cfg.arch == "conv" and cfg.window % 4:
         raise ConfigError(f"--window must be divisible by 4 for --arch conv, got {cfg.window}")
     if cfg.hidden < 2:
@@ -219,8 +239,9 @@ def train(cfg: TrainConfig) -> Path:
     rng = np.random.default_rng(cfg.seed)
 
     # Data: chronological splits of normal rows; normalization from the training rows only.
-    dataset = data.load_training_data(cfg.data, sim_rows=cfg.sim_rows, seed=cfg.sim_seed)
-    strides = {"train": cfg.train_stride, "val": cfg.train_stride, "holdout": 1}
+    dataset = data.load_training_data(cfg.data, sim_rows=cfg.sim_rows, seed=cfg.sim_seed, fractions=cfg.splits)
+    holdout_split = "holdout" if cfg.splits[2] > 0 else "val"
+    strides = {"train": cfg.train_stride, "val": cfg.train_stride, holdout_split: 1}
     data.check_windows(dataset, cfg.window, strides, option=f"--window {cfg.window}")
     mean, std = data.fit_normalization(dataset.splits["train"], cfg.std_floor_rel)
     train_raw = data.make_windows(dataset.splits["train"], cfg.window, cfg.train_stride, cfg.max_train_windows, rng)
@@ -299,7 +320,7 @@ def train(cfg: TrainConfig) -> Path:
     }
     calibration = {
         # Every hold-out window, not every stride-th: the alert threshold is a tail quantile and needs samples.
-        "holdout": data.make_windows(dataset.splits["holdout"], cfg.window, 1),
+        "holdout": data.make_windows(dataset.splits[holdout_split], cfg.window, 1),
         "train_sample": data.make_windows(
             dataset.splits["train"], cfg.window, cfg.train_stride, cfg.calibration_windows, rng
         ),
