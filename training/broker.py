@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
 import socket
 import subprocess
@@ -11,6 +12,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
+
+from training.embedded_broker import EmbeddedBroker
+
+logger = logging.getLogger(__name__)
 
 MOSQUITTO_PATHS = ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto")
 
@@ -56,12 +62,35 @@ def wait_for_port(host: str, port: int, timeout: float, process: subprocess.Pope
 
 
 @contextmanager
-def start_broker(host: str = "127.0.0.1") -> Iterator[Broker]:
-    """Run mosquitto on a free port until the block exits."""
-    binary = find_mosquitto()
-    if binary is None:
+def start_broker(
+    host: str = "127.0.0.1", prefer: Literal["auto", "mosquitto", "embedded"] = "auto"
+) -> Iterator[Broker]:
+    """Run a broker on a free port until the block exits: mosquitto when installed ("auto") or required
+    ("mosquitto"), otherwise the stdlib one in training/embedded_broker.py ("embedded", or "auto" without it)."""
+    if prefer not in ("auto", "mosquitto", "embedded"):
+        msg = f"prefer must be 'auto', 'mosquitto' or 'embedded', not {prefer!r}"
+        raise ValueError(msg)
+    binary = None if prefer == "embedded" else find_mosquitto()
+    if binary is None and prefer == "mosquitto":
         msg = "mosquitto is not installed: run `make broker` (installs Debian's mosquitto) or apt-get install mosquitto"
         raise RuntimeError(msg)
+    if binary is None:
+        with EmbeddedBroker(host) as embedded:
+            logger.info(
+                "using the embedded MQTT broker on %s:%s (mosquitto %s)",
+                host,
+                embedded.port,
+                "not requested" if prefer == "embedded" else "not found",
+            )
+            yield Broker(host, embedded.port, "embedded")
+        return
+    logger.info("using mosquitto (%s)", binary)
+    with _mosquitto(binary, host) as broker:
+        yield broker
+
+
+@contextmanager
+def _mosquitto(binary: str, host: str) -> Iterator[Broker]:
     port = free_port(host)
     with tempfile.TemporaryDirectory(prefix="edgevae-broker-") as tmp:
         conf = Path(tmp) / "mosquitto.conf"
