@@ -56,6 +56,7 @@ class EvalConfig:
     std_floor_rel: float = 0.01
     splits: tuple[float, float, float] = (0.85, 0.15, 0.0)
     epochs: int = 15
+    batch_size: int = 256
     patience: int = 8
     seed: int = 0
     threads: int | None = 1
@@ -110,6 +111,7 @@ def _train(cfg: EvalConfig, data: Path, out: Path) -> Path:
         std_floor_rel=cfg.std_floor_rel,
         splits=cfg.splits,
         epochs=cfg.epochs,
+        batch_size=cfg.batch_size,
         patience=cfg.patience,
         seed=cfg.seed,
         threads=cfg.threads,
@@ -303,6 +305,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="rows at the end of each window the score covers; 0: the whole window (default: export's)",
     )
     parser.add_argument("--epochs", type=int, default=d.epochs, help=f"most training epochs (default {d.epochs})")
+    parser.add_argument("--batch-size", type=int, default=d.batch_size, help=f"batch size (default {d.batch_size})")
     parser.add_argument(
         "--patience", type=int, default=d.patience, help=f"early-stopping patience (default {d.patience})"
     )
@@ -347,6 +350,7 @@ def config_from_args(args: argparse.Namespace) -> EvalConfig:
         score_rows=args.score_rows,
         std_floor_rel=args.std_floor_rel,
         epochs=args.epochs,
+        batch_size=args.batch_size,
         patience=args.patience,
         seed=args.seed,
         threshold_method=args.threshold_method,

@@ -101,7 +101,7 @@ def markdown(results: dict[str, Any], images: list[Path]) -> str:
         ]
         for precision, s in by_precision.items():
             lines.append(
-                f"| **edgevae {precision.upper()}** | {_fmt(s['f1'])} | {_fmt(s['far'])} | {_fmt(s['mar'])} | "
+                f"| **edgevae {precision.upper()}** | {_fmt(s['f1'], 3)} | {_fmt(s['far'])} | {_fmt(s['mar'])} | "
                 f"{_fmt(s['precision'])} | {_fmt(s['recall'])} | {_fmt(s['auroc'], 3)} | {_fmt(s['auprc'], 3)} |"
             )
         s = next(iter(by_precision.values()))

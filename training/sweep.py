@@ -35,6 +35,7 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "std-floor-0.001": ("std floor 0.1 % of the mean (thermal channels dominate)", {"std_floor_rel": 1e-3}),
     "std-floor-0.02": ("std floor 2 % of the mean", {"std_floor_rel": 0.02}),
     "epochs-60": ("train up to 60 epochs", {"epochs": 60}),
+    "epochs-60-batch-64": ("train to convergence: up to 60 epochs of batch 64", {"epochs": 60, "batch_size": 64}),
     "no-debounce": ("no debounce (alert on every window above threshold)", {"trigger": 1, "clear": 1}),
     "quantile-0.999x1.33": (
         "threshold 4/3 of the 0.999 quantile (SKAB's Conv-AE rule)",
@@ -86,7 +87,7 @@ def write_sweep(results: dict[str, dict[str, Any]], out: Path) -> Path:
     for name, (what, _) in VARIANTS.items():
         s = results[name]
         lines.append(
-            f"| {name} | {what} | {_fmt(s['f1'])} | {_fmt(s['far'])} | {_fmt(s['mar'])} | {_fmt(s['auroc'], 3)} | "
+            f"| {name} | {what} | {_fmt(s['f1'], 3)} | {_fmt(s['far'])} | {_fmt(s['mar'])} | {_fmt(s['auroc'], 3)} | "
             f"{s['f1'] - base['f1']:+.3f} | {s['far'] - base['far']:+.2f} | {s['mar'] - base['mar']:+.2f} |"
         )
     path = out / "model-selection.md"
