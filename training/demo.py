@@ -259,11 +259,14 @@ def run_demo(args: argparse.Namespace) -> int:
     window_s = manifest.window * manifest.sample_period_s
     caught, false_alerts = _summarize(injected, listener.alerts, window_s)
     stats = next(iter(listener.stats.values()), {})
+    scored = int(stats.get("windows_scored", 0))
+    dropped = {reason: n for reason, n in stats.get("dropped", {}).items() if n} or "nothing"
     print(
-        f"replayed {total} readings in {elapsed:.1f} s ({total / elapsed:,.0f} readings/s); "
-        f"agent scored {stats.get('windows_scored', '?')} windows, dropped {stats.get('dropped', {})}"
+        f"replayed {total} readings in {elapsed:.1f} s ({total / elapsed:,.0f} readings/s, paced by --rate); the agent "
+        f"scored {scored} windows in {stats.get('batches', '?')} batches ({scored / elapsed:,.0f} windows/s) "
+        f"and dropped {dropped}"
     )
-    print(f"agent exit code: {agent.returncode}")
+    print(f"agent exit code: {agent.returncode}; its log: {args.workdir / 'agent.log'}")
     return 0 if caught == len(injected) and agent.returncode == 0 else 1
 
 

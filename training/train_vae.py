@@ -21,6 +21,7 @@ from tqdm import tqdm
 from agent.errors import ConfigError
 from training import data
 from training.checkpoint import SCHEMA_VERSION, git_sha, save_run
+from training.data import STD_FLOOR_REL
 from training.losses import beta_schedule, elbo_terms
 from training.models.vae import ARCHITECTURES, LIKELIHOODS, VAEConfig, VAEOutput, WindowVAE
 
@@ -45,7 +46,7 @@ class TrainConfig:
     # Chronological train/val/hold-out shares of each file. A hold-out share of 0 calibrates the threshold on
     # the validation windows instead (for small data, where every row is needed for fitting).
     splits: tuple[float, float, float] = (0.70, 0.15, 0.15)
-    std_floor_rel: float = data.STD_FLOOR_REL
+    std_floor_rel: float = STD_FLOOR_REL
     # model
     arch: str = "conv"
     latent: int = 8
