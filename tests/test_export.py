@@ -18,7 +18,8 @@ from agent.backends import create_backend
 from agent.bundle import CHANNEL_ERROR_OUTPUT, INPUT_NAME, SCORE_OUTPUT, describe_files, load_bundle
 from agent.errors import BundleError
 from export._rundir import load_run
-from export.bundle_writer import ExportReport, add_arguments, export_bundle, run_from_args
+from export.bundle_writer import ExportReport, export_bundle
+from export.cli import add_arguments, run_from_args
 from export.errors import ExportError
 from export.graph import GraphOutputs
 from export.onnx import to_onnx

@@ -23,7 +23,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from export.bundle_writer import run_from_args
+    from export.cli import run_from_args
 
     return run_from_args(args)
 
@@ -37,7 +37,7 @@ def _score(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from training.evaluate import run_from_args
+    from training.evaluate_cli import run_from_args
 
     return run_from_args(args)
 
@@ -61,7 +61,7 @@ def _add_train(sub: argparse._SubParsersAction[argparse.ArgumentParser], command
 def _add_export(sub: argparse._SubParsersAction[argparse.ArgumentParser], command: str | None) -> None:
     parser = sub.add_parser("export", help="compress and export a trained run to a model bundle")
     if command == "export":
-        from export.bundle_writer import add_arguments
+        from export.cli import add_arguments
 
         add_arguments(parser)
     parser.set_defaults(func=_export)
@@ -79,7 +79,7 @@ def _add_score(sub: argparse._SubParsersAction[argparse.ArgumentParser], command
 def _add_evaluate(sub: argparse._SubParsersAction[argparse.ArgumentParser], command: str | None) -> None:
     parser = sub.add_parser("evaluate", help="measure detection quality on SKAB through exported bundles")
     if command == "evaluate":
-        from training.evaluate import add_arguments
+        from training.evaluate_cli import add_arguments
 
         add_arguments(parser)
     parser.set_defaults(func=_evaluate)

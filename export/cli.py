@@ -1,0 +1,105 @@
+"""The flags of `edgevae export` and the command itself; the work is in `export.bundle_writer`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from agent.bundle import Debounce
+from agent.errors import EdgeVAEError
+from export.bundle_writer import export_bundle
+from export.quantize import Precision
+from export.threshold import METHODS
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags of `edgevae export`."""
+    # What to export and where
+    parser.add_argument(
+        "--run", type=Path, required=True, help="training run directory (model.pt, meta.json, calibration.npz)"
+    )
+    parser.add_argument("--out", type=Path, required=True, help="bundle folder to create; must not exist or be empty")
+    parser.add_argument(
+        "--precision",
+        choices=[p.value for p in Precision],
+        default=Precision.INT8.value,
+        help="precision of the shipped model: fp32, fp16 (float16 weights) or int8 (static QDQ); default int8",
+    )
+    # Threshold
+    parser.add_argument(
+        "--threshold-method",
+        choices=sorted(METHODS),
+        default="pot",
+        help="how the alert threshold is chosen from the hold-out scores of the shipped model: pot "
+        "(peaks-over-threshold, extreme-value fit of the tail) or quantile; default pot",
+    )
+    parser.add_argument(
+        "--threshold-risk",
+        type=float,
+        default=None,
+        help="pot: probability that a normal window scores above the threshold; default 1e-3",
+    )
+    parser.add_argument(
+        "--threshold-q", type=float, default=None, help="quantile: quantile of normal hold-out scores; default 0.995"
+    )
+    parser.add_argument(
+        "--threshold-margin",
+        type=float,
+        default=None,
+        help="quantile: factor pushing the threshold above the quantile; default 1.0",
+    )
+    # Identity and packaging
+    parser.add_argument("--model-id", help="model id in the manifest; default: meta.json's, else the run folder name")
+    parser.add_argument("--model-version", help="model version in the manifest; default: UTC time YYYYMMDD.HHMMSS")
+    parser.add_argument("--archive", action="store_true", help="also write <out>.tar.gz")
+    parser.add_argument(
+        "--debounce-trigger",
+        type=int,
+        default=Debounce().trigger,
+        help="consecutive windows above threshold that open an alert",
+    )
+    parser.add_argument(
+        "--debounce-clear", type=int, default=Debounce().clear, help="consecutive windows below threshold that close it"
+    )
+    parser.add_argument(
+        "--score-rows",
+        type=int,
+        default=None,
+        help="rows at the end of each window that the score covers, the rest being context; 0: the whole window "
+        "(default: a quarter of the window, at least debounce-trigger x stride)",
+    )
+    parser.add_argument(
+        "--tensorrt",
+        action="store_true",
+        help="also build model.plan with TensorRT >= 10; run this on the device itself, engines are not portable",
+    )
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    flags = {"quantile": {"q": args.threshold_q, "margin": args.threshold_margin}, "pot": {"risk": args.threshold_risk}}
+    for method, options in flags.items():
+        given = [f"--threshold-{k}" for k, v in options.items() if v is not None]
+        if given and method != args.threshold_method:
+            print(f"export failed: {', '.join(given)} applies to --threshold-method {method}", file=sys.stderr)
+            return 2
+    params = {k: v for k, v in flags.get(args.threshold_method, {}).items() if v is not None}
+    try:
+        report = export_bundle(
+            args.run,
+            args.out,
+            precision=args.precision,
+            threshold_method=args.threshold_method,
+            threshold_params=params,
+            model_id=args.model_id,
+            model_version=args.model_version,
+            archive=args.archive,
+            debounce=Debounce(trigger=args.debounce_trigger, clear=args.debounce_clear),
+            tensorrt=args.tensorrt,
+            score_rows=args.score_rows,
+        )
+    except EdgeVAEError as exc:
+        print(f"export failed: {exc}", file=sys.stderr)
+        return 1
+    print(report.summary())
+    return 0
