@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -78,3 +80,20 @@ def test_rows_the_agent_would_drop_are_not_scored(bundle: Path, tmp_path: Path) 
     assert dropped == {"duplicate_ts": 1, "out_of_order": 1}
     assert len(rows) == WINDOW + 2
     assert [r.window_end for r in rows].index(True) == WINDOW + 1  # two rows later than without the drops
+
+
+def test_edgevae_score_command_runs_without_torch(
+    bundle: Path, faulty_csv: tuple[Path, np.ndarray], tmp_path: Path
+) -> None:
+    """`edgevae score` is how a bundle is checked on a device or a laptop without torch."""
+    out = tmp_path / "cli.csv"
+    code = (
+        "import sys; from training.cli import main; "
+        f"rc = main(['score', '--bundle', {str(bundle)!r}, '--input', {str(faulty_csv[0])!r}, '--out', {str(out)!r}]); "
+        "assert rc == 0, rc; assert 'torch' not in sys.modules, 'torch was imported'"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    header = out.read_text().splitlines()[0].split(",")
+    assert header[:4] == ["timestamp", "score", "threshold", "is_anomaly"]
+    assert len(out.read_text().splitlines()) == ROWS + 1
