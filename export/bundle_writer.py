@@ -26,7 +26,7 @@ from export.errors import ExportError
 from export.onnx import DEFAULT_OPSET, set_metadata, to_onnx
 from export.quantize import Int8Settings, Precision, compress
 from export.tensorrt import PLAN_NAME, build_engine, require_tensorrt
-from export.threshold import calibrate
+from export.threshold import calibrate, needs_training_scores
 
 logger = logging.getLogger(__name__)
 
@@ -186,8 +186,13 @@ def _write_model(
         # The threshold is calibrated on the scores of the model that ships, through the agent's backend.
         shipped_scores = parity.onnx_scores(shipped, run.holdout).score
         fp32_scores = parity.onnx_scores(fp32_path, run.holdout).score
-        threshold = calibrate(shipped_scores, threshold_method, **threshold_params)
-        fp32_threshold = calibrate(fp32_scores, threshold_method, **threshold_params)
+        shipped_train, fp32_train = (
+            (parity.onnx_scores(path, run.train_sample).score for path in (shipped, fp32_path))
+            if needs_training_scores(threshold_method)
+            else (None, None)
+        )
+        threshold = calibrate(shipped_scores, threshold_method, shipped_train, **threshold_params)
+        fp32_threshold = calibrate(fp32_scores, threshold_method, fp32_train, **threshold_params)
         fidelity = parity.compare(fp32_scores, shipped_scores, fp32_threshold.value, threshold.value, graph.score_kind)
         fp32_bytes = fp32_path.stat().st_size
     export_info: dict[str, Any] = {

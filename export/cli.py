@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import inspect
 import sys
 from pathlib import Path
 
@@ -32,7 +33,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=sorted(METHODS),
         default="pot",
         help="how the alert threshold is chosen from the hold-out scores of the shipped model: pot "
-        "(peaks-over-threshold, extreme-value fit of the tail) or quantile; default pot",
+        "(peaks-over-threshold, extreme-value fit of the tail), quantile, or scaled-quantile (a quantile of the "
+        "training windows' scores scaled by the hold-out's excess over them, for short hold-outs); default pot",
     )
     parser.add_argument(
         "--threshold-risk",
@@ -41,13 +43,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="pot: probability that a normal window scores above the threshold; default 1e-3",
     )
     parser.add_argument(
-        "--threshold-q", type=float, default=None, help="quantile: quantile of normal hold-out scores; default 0.995"
+        "--threshold-q",
+        type=float,
+        default=None,
+        help="quantile, scaled-quantile: quantile of the normal scores; default 0.995 (scaled-quantile 0.99)",
     )
     parser.add_argument(
         "--threshold-margin",
         type=float,
         default=None,
-        help="quantile: factor pushing the threshold above the quantile; default 1.0",
+        help="quantile, scaled-quantile: factor pushing the threshold above the quantile; default 1.0",
+    )
+    parser.add_argument(
+        "--threshold-ratio-q",
+        type=float,
+        default=None,
+        help="scaled-quantile: quantile at which hold-out and training scores are compared; default 0.95",
     )
     # Identity and packaging
     parser.add_argument("--model-id", help="model id in the manifest; default: meta.json's, else the run folder name")
@@ -77,13 +88,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_from_args(args: argparse.Namespace) -> int:
-    flags = {"quantile": {"q": args.threshold_q, "margin": args.threshold_margin}, "pot": {"risk": args.threshold_risk}}
-    for method, options in flags.items():
-        given = [f"--threshold-{k}" for k, v in options.items() if v is not None]
-        if given and method != args.threshold_method:
-            print(f"export failed: {', '.join(given)} applies to --threshold-method {method}", file=sys.stderr)
-            return 2
-    params = {k: v for k, v in flags.get(args.threshold_method, {}).items() if v is not None}
+    flags = {
+        "q": args.threshold_q,
+        "margin": args.threshold_margin,
+        "risk": args.threshold_risk,
+        "ratio_q": args.threshold_ratio_q,
+    }
+    params = {k: v for k, v in flags.items() if v is not None}
+    accepted = inspect.signature(METHODS[args.threshold_method]).parameters
+    stray = [f"--threshold-{k.replace('_', '-')}" for k in params if k not in accepted]
+    if stray:
+        print(
+            f"export failed: {', '.join(stray)} does not apply to --threshold-method {args.threshold_method}",
+            file=sys.stderr,
+        )
+        return 2
     try:
         report = export_bundle(
             args.run,

@@ -35,6 +35,41 @@ def quantile_threshold(scores: np.ndarray, q: float = 0.995, margin: float = 1.0
     return t + (margin - 1.0) * abs(t)
 
 
+def scaled_quantile_threshold(
+    scores: np.ndarray, training_scores: np.ndarray, q: float = 0.99, ratio_q: float = 0.95, margin: float = 1.0
+) -> float:
+    """The q-quantile of the training windows' scores, scaled by how far hold-out scores run above them.
+
+    A model scores the windows it was fit on lower than new normal ones, and by how much depends on the data:
+    a plant that drifts shows it, a steady one does not. Where the hold-out is too short for a tail quantile
+    of its own (SKAB's 400 fit rows leave about 50 hold-out windows), the tail is read off the many training
+    windows and the hold-out contributes one robust number: the ratio of its `ratio_q` quantile to the
+    training windows' one, never below 1, since a hold-out that scores lower is sampling noise. `margin`
+    scales the result. Scores must be non-negative (score_kind "mse").
+
+    >>> scaled_quantile_threshold(np.array([2.0, 4.0]), np.array([1.0, 2.0]), q=1.0, ratio_q=1.0)
+    4.0
+    >>> scaled_quantile_threshold(np.array([0.5]), np.array([1.0, 2.0]), q=1.0, ratio_q=1.0, margin=1.5)
+    3.0
+    """
+    for name, value in (("q", q), ("ratio_q", ratio_q)):
+        if not 0.0 < value <= 1.0:
+            msg = f"{name} must be in (0, 1], got {value}"
+            raise ConfigError(msg)
+    if not margin > 0.0:
+        msg = f"margin must be > 0, got {margin}"
+        raise ConfigError(msg)
+    if np.any(scores < 0) or np.any(training_scores < 0):
+        msg = "scaled-quantile needs non-negative scores (score_kind mse); use --threshold-method quantile or pot"
+        raise ExportError(msg)
+    reference = float(np.quantile(training_scores, ratio_q))
+    if reference <= 0.0:
+        msg = f"the training windows' {ratio_q} quantile score is 0, so no ratio can be formed; use quantile or pot"
+        raise ExportError(msg)
+    inflation = max(1.0, float(np.quantile(scores, ratio_q)) / reference)
+    return float(np.quantile(training_scores, q)) * inflation * margin
+
+
 def pot(scores: np.ndarray, risk: float = 1e-3, init_quantile: float = 0.98) -> float:
     """Peaks-over-threshold (Siffer et al., KDD 2017): the score exceeded with probability `risk` per window,
     extrapolated from a generalized Pareto fit to the tail above the `init_quantile` quantile."""
@@ -49,33 +84,55 @@ def pot(scores: np.ndarray, risk: float = 1e-3, init_quantile: float = 0.98) -> 
 
 
 # name -> function(scores, **params) -> threshold value. Every method sees validated, finite 1-D scores.
+# A method that also takes `training_scores` is given the training windows' scores besides the hold-out's.
 METHODS: dict[str, Callable[..., float]] = {
     "quantile": quantile_threshold,
     "pot": pot,
+    "scaled-quantile": scaled_quantile_threshold,
 }
+_SCORE_ARGS = ("scores", "training_scores")
 
 
-def calibrate(scores: np.ndarray, method: str = "quantile", **params: Any) -> Threshold:
-    """Choose the alert threshold on `scores` with a method from METHODS; the result records every parameter."""
+def needs_training_scores(method: str) -> bool:
+    """Whether `method` compares hold-out scores with the training windows' scores."""
+    return method in METHODS and "training_scores" in inspect.signature(METHODS[method]).parameters
+
+
+def calibrate(
+    scores: np.ndarray, method: str = "quantile", training_scores: np.ndarray | None = None, **params: Any
+) -> Threshold:
+    """Choose the alert threshold on hold-out `scores` with a method from METHODS; the result records every
+    parameter. `training_scores` (the training windows' scores) is required by the methods that use it."""
     if method not in METHODS:
         msg = f"threshold method must be one of {sorted(METHODS)}, got {method!r}"
         raise ConfigError(msg)
-    values = np.asarray(scores, dtype=np.float64)
-    if values.ndim != 1 or values.size == 0:
-        msg = f"expected a non-empty 1-D array of scores, got shape {values.shape}"
-        raise ExportError(msg)
-    if not np.all(np.isfinite(values)):
-        bad = int(np.count_nonzero(~np.isfinite(values)))
-        msg = f"expected finite scores to calibrate on, got {bad} NaN or infinite of {values.size}"
-        raise ExportError(msg)
+    values = _checked_scores(scores, "hold-out")
+    arrays = [values]
+    if needs_training_scores(method):
+        if training_scores is None:
+            msg = f"threshold method {method!r} needs the training windows' scores as well as the hold-out's"
+            raise ExportError(msg)
+        arrays.append(_checked_scores(training_scores, "training"))
     fn = METHODS[method]
     try:
-        bound = inspect.signature(fn).bind(values, **params)
+        bound = inspect.signature(fn).bind(*arrays, **params)
     except TypeError as exc:
-        accepted = [p for p in inspect.signature(fn).parameters if p != "scores"]
+        accepted = [p for p in inspect.signature(fn).parameters if p not in _SCORE_ARGS]
         msg = f"threshold method {method!r} takes parameters {accepted}, got {sorted(params)}"
         raise ConfigError(msg) from exc
     bound.apply_defaults()
     value = float(fn(*bound.args, **bound.kwargs))
-    recorded = {k: v for k, v in bound.arguments.items() if k != "scores"}
+    recorded = {k: v for k, v in bound.arguments.items() if k not in _SCORE_ARGS}
     return Threshold(value=value, method=method, params=recorded, calibration_windows=int(values.size))
+
+
+def _checked_scores(scores: np.ndarray, which: str) -> np.ndarray:
+    values = np.asarray(scores, dtype=np.float64)
+    if values.ndim != 1 or values.size == 0:
+        msg = f"expected a non-empty 1-D array of {which} scores, got shape {values.shape}"
+        raise ExportError(msg)
+    if not np.all(np.isfinite(values)):
+        bad = int(np.count_nonzero(~np.isfinite(values)))
+        msg = f"expected finite {which} scores to calibrate on, got {bad} NaN or infinite of {values.size}"
+        raise ExportError(msg)
+    return values

@@ -80,3 +80,42 @@ def test_summarize_pools_files_before_the_ratios(document: dict) -> None:
     results = document["per_file"]["deployment"]["fp32"]
     total = sum((r.confusion for r in results), metrics.Confusion())
     assert summarize(results)["far"] == pytest.approx(metrics.far(total))
+
+
+@pytest.mark.parametrize(
+    ("method", "score_rows", "train_ends", "holdout_ends"),
+    [
+        # training windows end in the 340 training rows; hold-out windows score only validation rows
+        ("scaled-quantile", 8, (31, 339), (347, 399)),
+        # scoring the whole window: hold-out windows lie wholly in the validation rows
+        ("scaled-quantile", 0, (31, 339), (371, 399)),
+        # other methods calibrate on every fit window, and the run's training sample is left alone
+        ("quantile", 8, None, (31, 399)),
+        ("pot", 8, None, (31, 399)),
+    ],
+)
+def test_leaderboard_calibration_windows(
+    tmp_path: Path, method: str, score_rows: int, train_ends: tuple[int, int] | None, holdout_ends: tuple[int, int]
+) -> None:
+    from training.evaluate import _calibrate_on_fit_rows
+
+    untouched = np.full((5, 32, 2), -1.0, dtype=np.float32)
+    np.savez_compressed(tmp_path / "calibration.npz", holdout=untouched, train_sample=untouched)
+    # each row's value is its index, so a window's last value says which row it ends on
+    values = np.repeat(np.arange(400.0)[:, None], 2, axis=1)
+    cfg = EvalConfig(data=SKAB, out=tmp_path, threshold_method=method, score_rows=score_rows, splits=(0.85, 0.15, 0.0))
+    _calibrate_on_fit_rows(tmp_path, values, cfg)
+    with np.load(tmp_path / "calibration.npz") as cal:
+        for key, ends in (("train_sample", train_ends), ("holdout", holdout_ends)):
+            last = cal[key][:, -1, 0]
+            if ends is None:
+                assert np.array_equal(cal[key], untouched)
+            else:
+                assert (last.min(), last.max(), len(last)) == (ends[0], ends[1], ends[1] - ends[0] + 1)
+                assert np.all(np.diff(last) == 1)
+
+
+def test_leaderboard_thresholds_are_scaled_from_the_fit_rows(document: dict) -> None:
+    assert document["config"]["threshold_method"] == "scaled-quantile"
+    thresholds = [r.threshold for r in document["per_file"]["leaderboard"]["int8"]]
+    assert all(np.isfinite(t) and t > 0 for t in thresholds)

@@ -26,6 +26,7 @@ from export.onnx import to_onnx
 from export.parity import PARITY_RTOL, average_ranks, relative_error, spearman, torch_scores
 from export.partition import scoring_arithmetic_nodes
 from export.quantize import Precision, compress
+from export.threshold import scaled_quantile_threshold
 
 
 @pytest.fixture(scope="module")
@@ -285,5 +286,23 @@ def test_cli_rejects_a_threshold_flag_of_another_method(
     add_arguments(parser)
     args = parser.parse_args(["--run", str(run_dir), "--out", str(tmp_path / "b"), "--threshold-q", "0.99"])
     assert run_from_args(args) == 2
-    assert "--threshold-q applies to --threshold-method quantile" in capsys.readouterr().err
+    assert "--threshold-q does not apply to --threshold-method pot" in capsys.readouterr().err
     assert not (tmp_path / "b").exists()
+
+
+def test_scaled_quantile_export_calibrates_on_the_shipped_models_training_and_holdout_scores(
+    run_dir: Path, tmp_path: Path
+) -> None:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    flags = ["--threshold-method", "scaled-quantile", "--threshold-q", "0.99", "--threshold-ratio-q", "0.9"]
+    args = parser.parse_args(["--run", str(run_dir), "--out", str(tmp_path / "b"), "--precision", "int8", *flags])
+    assert run_from_args(args) == 0
+    bundle = load_bundle(tmp_path / "b")
+    run = load_run(run_dir)
+    holdout = export.parity.onnx_scores(bundle.model_path, run.holdout).score
+    training = export.parity.onnx_scores(bundle.model_path, run.train_sample).score
+    t = bundle.manifest.threshold
+    assert (t.method, t.params) == ("scaled-quantile", {"q": 0.99, "ratio_q": 0.9, "margin": 1.0})
+    assert t.value == pytest.approx(scaled_quantile_threshold(holdout, training, q=0.99, ratio_q=0.9), rel=1e-6)
+    assert t.value >= float(np.quantile(training, 0.99)) * (1 - 1e-6)

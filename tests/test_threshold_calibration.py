@@ -11,7 +11,7 @@ import export.threshold
 from agent.bundle import Threshold
 from agent.errors import ConfigError
 from export.errors import ExportError
-from export.threshold import METHODS, calibrate, quantile_threshold
+from export.threshold import METHODS, calibrate, needs_training_scores, quantile_threshold, scaled_quantile_threshold
 
 UNIFORM = np.linspace(0.0, 1.0, 1001)
 
@@ -99,6 +99,71 @@ def test_calibrate_accepts_lists_and_float32() -> None:
 def test_calibrate_errors(scores: np.ndarray, method: str, params: dict[str, float], error: type[Exception]) -> None:
     with pytest.raises(error):
         calibrate(scores, method, **params)
+
+
+TRAINING = np.linspace(0.0, 1.0, 101)  # quantiles read off directly: q -> q
+
+
+@pytest.mark.parametrize(
+    ("holdout", "q", "ratio_q", "margin", "expected"),
+    [
+        # hold-out scores like the training ones: the training quantile itself
+        (TRAINING, 0.99, 0.95, 1.0, 0.99),
+        # hold-out twice as high: the training quantile doubled
+        (2 * TRAINING, 0.99, 0.95, 1.0, 1.98),
+        # hold-out lower than training: never scaled below the training quantile
+        (0.5 * TRAINING, 0.99, 0.95, 1.0, 0.99),
+        # the ratio is read at ratio_q: a hold-out whose excess is only in its top 10 % is not scaled at 0.5
+        (np.where(TRAINING > 0.9, 3 * TRAINING, TRAINING), 0.99, 0.5, 1.0, 0.99),
+        # and is at 0.95: 3 x 0.95 / 0.95
+        (np.where(TRAINING > 0.9, 3 * TRAINING, TRAINING), 0.99, 0.95, 1.0, 2.97),
+        # margin multiplies the scaled quantile
+        (1.5 * TRAINING, 0.5, 0.95, 2.0, 1.5),
+        # a short hold-out: three windows
+        (np.array([0.2, 0.4, 1.9]), 1.0, 1.0, 1.0, 1.9),
+    ],
+)
+def test_scaled_quantile_threshold(
+    holdout: np.ndarray, q: float, ratio_q: float, margin: float, expected: float
+) -> None:
+    assert scaled_quantile_threshold(holdout, TRAINING, q=q, ratio_q=ratio_q, margin=margin) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(
+    ("holdout", "training", "params", "error", "match"),
+    [
+        (TRAINING, TRAINING, {"ratio_q": 0.0}, ConfigError, "ratio_q"),
+        (TRAINING, TRAINING, {"q": 1.5}, ConfigError, "q must be"),
+        (TRAINING, TRAINING, {"margin": 0.0}, ConfigError, "margin"),
+        # negative scores (Gaussian NLL) have no meaningful ratio
+        (TRAINING - 0.5, TRAINING, {}, ExportError, "non-negative"),
+        # all-zero training scores below ratio_q: no ratio to form
+        (TRAINING, np.zeros(10), {}, ExportError, "quantile score is 0"),
+    ],
+)
+def test_scaled_quantile_errors(
+    holdout: np.ndarray, training: np.ndarray, params: dict[str, float], error: type[Exception], match: str
+) -> None:
+    with pytest.raises(error, match=match):
+        calibrate(holdout, "scaled-quantile", training, **params)
+
+
+def test_calibrate_passes_training_scores_only_to_the_methods_that_take_them() -> None:
+    assert needs_training_scores("scaled-quantile")
+    assert not needs_training_scores("quantile")
+    assert not needs_training_scores("pot")
+    threshold = calibrate(2 * TRAINING, "scaled-quantile", TRAINING, q=0.5)
+    # the hold-out's window count is recorded; the score arrays are not parameters
+    assert threshold.value == pytest.approx(1.0)
+    assert (threshold.params, threshold.calibration_windows) == ({"q": 0.5, "ratio_q": 0.95, "margin": 1.0}, 101)
+    # a method that needs them fails clearly without them
+    with pytest.raises(ExportError, match="training windows' scores"):
+        calibrate(TRAINING, "scaled-quantile")
+    # NaN training scores are refused like NaN hold-out scores
+    with pytest.raises(ExportError, match="finite training scores"):
+        calibrate(TRAINING, "scaled-quantile", np.array([0.1, np.nan]))
+    # a method that does not take them ignores them
+    assert calibrate(TRAINING, "quantile", TRAINING, q=1.0).value == 1.0
 
 
 def test_unknown_method_error_lists_the_registry() -> None:

@@ -7,6 +7,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from export.threshold import METHODS
 from training.evaluate import PRECISIONS, PROTOCOLS, EvalConfig, evaluate
 
 
@@ -67,7 +68,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--seed", type=int, default=d.seed, help=f"seed (default {d.seed})")
     # decision
-    parser.add_argument("--threshold-method", default=d.threshold_method, help="threshold rule (quantile or pot)")
+    parser.add_argument(
+        "--threshold-method",
+        default=d.threshold_method,
+        help=f"threshold rule, one of {sorted(METHODS)} (default {d.threshold_method})",
+    )
     parser.add_argument(
         "--threshold-param",
         action="append",
@@ -110,7 +115,7 @@ def config_from_args(args: argparse.Namespace) -> EvalConfig:
         patience=args.patience,
         seed=args.seed,
         threshold_method=args.threshold_method,
-        threshold_params=params or (base.threshold_params if args.threshold_method == "quantile" else {}),
+        threshold_params=params or (base.threshold_params if args.threshold_method == base.threshold_method else {}),
         trigger=args.trigger,
         clear=args.clear,
         plots=not args.no_plots,

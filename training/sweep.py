@@ -21,6 +21,8 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "default": ("the shipped defaults", {}),
     "seed-1": ("the default with another seed (run-to-run spread)", {"seed": 1}),
     "seed-2": ("the default with a third seed", {"seed": 2}),
+    "seed-3": ("the default with a fourth seed", {"seed": 3}),
+    "seed-4": ("the default with a fifth seed", {"seed": 4}),
     "mlp": ("MLP encoder and decoder", {"arch": "mlp"}),
     "tcn": ("temporal VAE: dilated 1-D convolutions over the whole window", {"arch": "tcn"}),
     "gaussian-nll": ("decoder with learned variance, score = Gaussian NLL", {"likelihood": "gaussian"}),
@@ -40,10 +42,23 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "epochs-60-batch-64": ("train to convergence: up to 60 epochs of batch 64", {"epochs": 60, "batch_size": 64}),
     "no-debounce": ("no debounce (alert on every window above threshold)", {"trigger": 1, "clear": 1}),
     "clear-40": ("debounce: 40 normal windows in a row end an alert", {"clear": 40}),
-    "margin-1.8": ("threshold 1.8 x the 0.99 quantile", {"threshold_params": {"q": 0.99, "margin": 1.8}}),
+    "margin-1.75": ("threshold margin 1.75", {"threshold_params": {"q": 0.99, "ratio_q": 0.95, "margin": 1.75}}),
+    "margin-1.95": ("threshold margin 1.95", {"threshold_params": {"q": 0.99, "ratio_q": 0.95, "margin": 1.95}}),
+    "ratio-q-0.9": (
+        "hold-out and training scores compared at their 0.9 quantile",
+        {"threshold_params": {"q": 0.99, "ratio_q": 0.9, "margin": 1.85}},
+    ),
+    "quantile-2x": (
+        "threshold 2 x the 0.99 quantile of every fit window's score, not scaled by the hold-out",
+        {"threshold_method": "quantile", "threshold_params": {"q": 0.99, "margin": 2.0}},
+    ),
+    "quantile-1.8x": (
+        "threshold 1.8 x the 0.99 quantile of every fit window's score",
+        {"threshold_method": "quantile", "threshold_params": {"q": 0.99, "margin": 1.8}},
+    ),
     "quantile-0.999x1.33": (
-        "threshold 4/3 of the 0.999 quantile (SKAB's Conv-AE rule)",
-        {"threshold_params": {"q": 0.999, "margin": 4 / 3}},
+        "threshold 4/3 of the 0.999 quantile of every fit window's score (SKAB's Conv-AE rule)",
+        {"threshold_method": "quantile", "threshold_params": {"q": 0.999, "margin": 4 / 3}},
     ),
     "pot": (
         "peaks-over-threshold, risk 1e-3 over the 90th percentile",
