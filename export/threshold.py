@@ -25,12 +25,7 @@ def quantile_threshold(scores: np.ndarray, q: float = 0.995, margin: float = 1.0
     >>> quantile_threshold(np.array([-2.0, -1.0]), q=1.0, margin=1.5)
     -0.5
     """
-    if not 0.0 < q <= 1.0:
-        msg = f"quantile q must be in (0, 1], got {q}"
-        raise ConfigError(msg)
-    if not margin > 0.0:
-        msg = f"margin must be > 0, got {margin}"
-        raise ConfigError(msg)
+    _check_quantile_params(margin, q=q)
     t = float(np.quantile(scores, q))
     return t + (margin - 1.0) * abs(t)
 
@@ -52,13 +47,7 @@ def scaled_quantile_threshold(
     >>> scaled_quantile_threshold(np.array([0.5]), np.array([1.0, 2.0]), q=1.0, ratio_q=1.0, margin=1.5)
     3.0
     """
-    for name, value in (("q", q), ("ratio_q", ratio_q)):
-        if not 0.0 < value <= 1.0:
-            msg = f"{name} must be in (0, 1], got {value}"
-            raise ConfigError(msg)
-    if not margin > 0.0:
-        msg = f"margin must be > 0, got {margin}"
-        raise ConfigError(msg)
+    _check_quantile_params(margin, q=q, ratio_q=ratio_q)
     if np.any(scores < 0) or np.any(training_scores < 0):
         msg = "scaled-quantile needs non-negative scores (score_kind mse); use --threshold-method quantile or pot"
         raise ExportError(msg)
@@ -68,6 +57,16 @@ def scaled_quantile_threshold(
         raise ExportError(msg)
     inflation = max(1.0, float(np.quantile(scores, ratio_q)) / reference)
     return float(np.quantile(training_scores, q)) * inflation * margin
+
+
+def _check_quantile_params(margin: float, **levels: float) -> None:
+    for name, value in levels.items():
+        if not 0.0 < value <= 1.0:
+            msg = f"quantile {name} must be in (0, 1], got {value}"
+            raise ConfigError(msg)
+    if not margin > 0.0:
+        msg = f"margin must be > 0, got {margin}"
+        raise ConfigError(msg)
 
 
 def pot(scores: np.ndarray, risk: float = 1e-3, init_quantile: float = 0.98) -> float:
