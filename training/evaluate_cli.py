@@ -70,8 +70,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     # decision
     parser.add_argument(
         "--threshold-method",
+        choices=sorted(METHODS),
         default=d.threshold_method,
-        help=f"threshold rule, one of {sorted(METHODS)} (default {d.threshold_method})",
+        help=f"threshold rule (default {d.threshold_method})",
     )
     parser.add_argument(
         "--threshold-param",
