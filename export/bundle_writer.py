@@ -186,11 +186,9 @@ def _write_model(
         # The threshold is calibrated on the scores of the model that ships, through the agent's backend.
         shipped_scores = parity.onnx_scores(shipped, run.holdout).score
         fp32_scores = parity.onnx_scores(fp32_path, run.holdout).score
-        shipped_train, fp32_train = (
-            (parity.onnx_scores(path, run.train_sample).score for path in (shipped, fp32_path))
-            if needs_training_scores(threshold_method)
-            else (None, None)
-        )
+        with_training = needs_training_scores(threshold_method)
+        shipped_train = parity.onnx_scores(shipped, run.train_sample).score if with_training else None
+        fp32_train = parity.onnx_scores(fp32_path, run.train_sample).score if with_training else None
         threshold = calibrate(shipped_scores, threshold_method, shipped_train, **threshold_params)
         fp32_threshold = calibrate(fp32_scores, threshold_method, fp32_train, **threshold_params)
         fidelity = parity.compare(fp32_scores, shipped_scores, fp32_threshold.value, threshold.value, graph.score_kind)
