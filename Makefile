@@ -31,10 +31,15 @@ demo: setup broker
 test: setup broker
 	$(PY) -m pytest $(ARGS)
 
+LAYERS := core agent training export evaluation cli demo
+
+# mypy checks the installed names (edgevae.agent, ...): a tree of links maps each folder to its name.
 lint: setup
-	$(VENV)/bin/ruff format --check agent export training tests
-	$(VENV)/bin/ruff check agent export training tests
-	$(VENV)/bin/mypy
+	$(VENV)/bin/ruff format --check $(LAYERS) tests
+	$(VENV)/bin/ruff check $(LAYERS) tests
+	mkdir -p build/typecheck/edgevae
+	for d in $(LAYERS); do ln -sfn ../../../$$d build/typecheck/edgevae/$$d; done
+	cd build/typecheck && ../../$(VENV)/bin/mypy --config-file ../../pyproject.toml
 
 check: lint test
 

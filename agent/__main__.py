@@ -1,4 +1,4 @@
-"""`edgevae-agent` and `python -m agent`: run the edge daemon (exit codes below, and in docs/agent.md)."""
+"""`edgevae-agent` and `python -m edgevae.agent`: run the edge daemon (exit codes below, and in docs/agent.md)."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ import threading
 from types import FrameType
 from typing import Any
 
-from agent.bundle import load_bundle
-from agent.config import Config, load_config, read_toml
-from agent.errors import BundleError, ConfigError, ModelLoadError
-from agent.schema import BadValue, SchemaError, example_toml
+from edgevae.agent.bundle import load_bundle
+from edgevae.agent.config import Config, load_config, read_toml
+from edgevae.agent.schema import BadValue, SchemaError, example_toml
+from edgevae.core.errors import BundleError, ConfigError, ModelLoadError
 
 logger = logging.getLogger("agent")
 
@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(config: Config) -> int:
-    from agent.service import Service  # paho and onnxruntime are only needed past config checks
+    from edgevae.agent.service import Service  # paho and onnxruntime are only needed past config checks
 
     try:
         service = Service(config)

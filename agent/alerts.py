@@ -10,8 +10,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from agent.bundle import Manifest
-from agent.detector import AlertEvent
+from edgevae.agent.bundle import Manifest
+from edgevae.agent.detector import AlertEvent
 
 SCHEMA = 1
 TOP_CHANNELS = 3

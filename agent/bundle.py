@@ -17,7 +17,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agent.errors import BundleError
+from edgevae.core.decision import Debounce, Threshold
+from edgevae.core.errors import BundleError
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -26,24 +27,6 @@ PRECISIONS = ("fp32", "fp16", "int8")
 INPUT_NAME = "window"
 SCORE_OUTPUT = "score"
 CHANNEL_ERROR_OUTPUT = "channel_error"
-
-
-@dataclass(frozen=True)
-class Threshold:
-    """The alert threshold on the graph's `score` output, and how it was chosen."""
-
-    value: float
-    method: str
-    params: dict[str, Any] = field(default_factory=dict)
-    calibration_windows: int = 0
-
-
-@dataclass(frozen=True)
-class Debounce:
-    """`trigger` consecutive windows above threshold open an alert; `clear` below it close it."""
-
-    trigger: int = 3
-    clear: int = 5
 
 
 @dataclass(frozen=True)

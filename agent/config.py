@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from agent.backends import available_backends, backend_config
-from agent.errors import ConfigError, EdgeVAEError
-from agent.schema import BadValue, Problem, SchemaError, build
+from edgevae.agent.backends import available_backends, backend_config
+from edgevae.agent.schema import BadValue, Problem, SchemaError, build
+from edgevae.core.errors import ConfigError, EdgeVAEError
 
 if sys.version_info >= (3, 11):
     import tomllib

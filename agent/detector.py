@@ -7,12 +7,11 @@ from typing import Literal
 
 import numpy as np
 
-from agent.backends.base import Backend
-from agent.bundle import Debounce as DebounceSettings
-from agent.bundle import Manifest
-from agent.errors import BackendError
-from agent.threshold import Debounce, Threshold, Transition
-from agent.window import OnlineWindow
+from edgevae.agent.backends.base import Backend
+from edgevae.agent.bundle import Manifest
+from edgevae.core.decision import Debounce, Debouncer, Transition
+from edgevae.core.errors import BackendError
+from edgevae.core.window import OnlineWindow
 
 
 @dataclass(frozen=True)
@@ -54,9 +53,9 @@ class _Pending:
 
 
 class _DeviceState:
-    def __init__(self, manifest: Manifest, debounce: DebounceSettings) -> None:
+    def __init__(self, manifest: Manifest, debounce: Debounce) -> None:
         self.window = OnlineWindow(manifest.window, manifest.stride, len(manifest.channels))
-        self.debounce = Debounce(debounce.trigger, debounce.clear)
+        self.debounce = Debouncer(debounce)
         self.readings = 0
         self.run_start: float | None = None  # set while anomalous windows lead towards, or hold, an alert
         self.peak: WindowResult | None = None
@@ -64,13 +63,13 @@ class _DeviceState:
 
 class Detector:
     """Orchestrates `window`, a backend and `threshold`, with no MQTT and no files, so the live agent and
-    offline scoring (`agent.offline`) make the same decisions on the same readings."""
+    offline scoring (`edgevae.agent.offline`) make the same decisions on the same readings."""
 
     def __init__(
         self,
         manifest: Manifest,
         backend: Backend,
-        debounce: DebounceSettings | None = None,
+        debounce: Debounce | None = None,
         max_batch: int = 256,
         max_gap_periods: float = 0.0,
     ) -> None:
@@ -79,7 +78,7 @@ class Detector:
             raise ValueError(msg)
         self.manifest = manifest
         self.backend = backend
-        self.threshold = Threshold(manifest.threshold.value)
+        self.threshold = manifest.threshold
         self.debounce = debounce or manifest.debounce
         self.max_batch = max_batch
         # 0 disables: every reading continues the window however long the silence before it.

@@ -12,7 +12,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
-from agent.config import MqttConfig
+from edgevae.agent.config import MqttConfig
 
 logger = logging.getLogger(__name__)
 

@@ -11,12 +11,13 @@ from typing import Any
 
 import numpy as np
 
-from agent.backends import create_backend
-from agent.bundle import Bundle, Debounce, load_bundle
-from agent.config import DetectionConfig
-from agent.detector import Detector, StepResult, WindowResult
-from agent.readings import OrderGuard
-from agent.table import Table, TableError, read_table
+from edgevae.agent.backends import create_backend
+from edgevae.agent.bundle import Bundle, load_bundle
+from edgevae.agent.config import DetectionConfig
+from edgevae.agent.detector import Detector, StepResult, WindowResult
+from edgevae.agent.readings import OrderGuard
+from edgevae.agent.table import Table, TableError, read_table
+from edgevae.core.decision import Debounce
 
 logger = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from agent.table import Table, read_table
+from edgevae.agent.table import Table, read_table
 
 logger = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ def replay(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m agent.replay", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m edgevae.agent.replay", description=__doc__)
     parser.add_argument("table", help="CSV with a timestamp column and the channels")
     parser.add_argument("--broker", default="mqtt://localhost:1883", help="mqtt://host[:port] (default: %(default)s)")
     parser.add_argument("--topic", required=True, help="topic to publish on, e.g. sensors/pump1/data")

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar, Union
 
-from agent.errors import ConfigError
+from edgevae.core.errors import ConfigError
 
 T = TypeVar("T")
 

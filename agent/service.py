@@ -9,16 +9,17 @@ import time
 
 import numpy as np
 
-from agent import alerts
-from agent.backends import Backend, create_backend
-from agent.bundle import Debounce, Manifest, load_bundle
-from agent.config import Config, read_password
-from agent.detector import Detector
-from agent.errors import ModelLoadError
-from agent.mqtt import MqttLink
-from agent.notify import Notifier
-from agent.readings import DeviceTopics, DropReason, OrderGuard, ReadingParser
-from agent.stats import DropLog, RateMeter, StatsReport
+from edgevae.agent import alerts
+from edgevae.agent.backends import Backend, create_backend
+from edgevae.agent.bundle import Manifest, load_bundle
+from edgevae.agent.config import Config, read_password
+from edgevae.agent.detector import Detector
+from edgevae.agent.mqtt import MqttLink
+from edgevae.agent.notify import Notifier
+from edgevae.agent.readings import DeviceTopics, DropReason, OrderGuard, ReadingParser
+from edgevae.agent.stats import DropLog, RateMeter, StatsReport
+from edgevae.core.decision import Debounce
+from edgevae.core.errors import ModelLoadError
 
 logger = logging.getLogger(__name__)
 

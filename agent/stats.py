@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
-from agent.readings import DropReason
+from edgevae.agent.readings import DropReason
 
 logger = logging.getLogger(__name__)
 

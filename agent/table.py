@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from agent.errors import ConfigError
+from edgevae.core.errors import DataError
 
 logger = logging.getLogger(__name__)
 
@@ -22,7 +22,7 @@ ROW_LABEL_NAMES = ("anomaly", "label")
 _TIMESTAMP_HINT = "a timestamp (ISO-8601 such as 2020-02-08 13:30:47, naive = UTC, or epoch seconds)"
 
 
-class TableError(ConfigError, ValueError):
+class TableError(DataError, ValueError):
     """A sensor table cannot be read; the message names the file, the line and what was expected."""
 
 

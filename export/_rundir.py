@@ -9,9 +9,9 @@ from typing import Any
 
 import numpy as np
 
-from export.errors import ExportError
-from export.graph import ScoringGraph
-from training import checkpoint
+from edgevae.core.errors import ExportError
+from edgevae.export.graph import ScoringGraph
+from edgevae.training import checkpoint
 
 
 @dataclass(frozen=True)

@@ -19,14 +19,15 @@ import onnx
 import onnxruntime
 import torch
 
-from agent.bundle import Debounce, Manifest, Threshold, describe_files, load_bundle, pack, write_manifest
-from export import parity
-from export._rundir import Run, load_run
-from export.errors import ExportError
-from export.onnx import DEFAULT_OPSET, set_metadata, to_onnx
-from export.quantize import Int8Settings, Precision, compress
-from export.tensorrt import PLAN_NAME, build_engine, require_tensorrt
-from export.threshold import calibrate, needs_training_scores
+from edgevae.agent.bundle import Manifest, describe_files, load_bundle, pack, write_manifest
+from edgevae.core.decision import Debounce, Threshold
+from edgevae.core.errors import ExportError
+from edgevae.core.thresholds import calibrate, needs_training_scores
+from edgevae.export import parity
+from edgevae.export._rundir import Run, load_run
+from edgevae.export.onnx import DEFAULT_OPSET, set_metadata, to_onnx
+from edgevae.export.quantize import Int8Settings, Precision, compress
+from edgevae.export.tensorrt import PLAN_NAME, build_engine, require_tensorrt
 
 logger = logging.getLogger(__name__)
 

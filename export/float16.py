@@ -16,8 +16,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from export.errors import ExportError
-from export.partition import body_nodes, sort_nodes
+from edgevae.core.errors import ExportError
+from edgevae.export.partition import body_nodes, sort_nodes
 
 logger = logging.getLogger(__name__)
 

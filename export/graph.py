@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from training.models.vae import WindowVAE
+from edgevae.training.models.vae import WindowVAE
 
 SCORE_KINDS = {"mse": "mse", "gaussian": "nll"}  # model likelihood -> manifest score_kind
 _LOG_2PI = math.log(2.0 * math.pi)

@@ -9,9 +9,9 @@ from pathlib import Path
 import onnx
 import torch
 
-from agent.bundle import INPUT_NAME
-from export.errors import ExportError
-from export.graph import OUTPUT_NAMES, ScoringGraph
+from edgevae.agent.bundle import INPUT_NAME
+from edgevae.core.errors import ExportError
+from edgevae.export.graph import OUTPUT_NAMES, ScoringGraph
 
 logger = logging.getLogger(__name__)
 

@@ -10,8 +10,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from agent.backends import ScoreOutputs, create_backend
-from export.graph import ScoringGraph
+from edgevae.agent.backends import ScoreOutputs, create_backend
+from edgevae.core.decision import Threshold
+from edgevae.export.graph import ScoringGraph
 
 logger = logging.getLogger(__name__)
 
@@ -90,13 +91,14 @@ def compare(
     ref = np.asarray(reference, dtype=np.float64)
     cand = np.asarray(candidate, dtype=np.float64)
     rel = relative_error(cand, ref, error_floor(ref, score_kind))
-    own = reference_threshold if candidate_threshold is None else candidate_threshold
+    own = Threshold(reference_threshold if candidate_threshold is None else candidate_threshold)
+    fp32 = Threshold(reference_threshold)
     return Fidelity(
         max_rel_error=float(rel.max()),
         median_rel_error=float(np.median(rel)),
         spearman=spearman(cand, ref),
-        decision_flips=float(np.mean((cand > own) != (ref > reference_threshold))),
-        decision_flips_fp32_threshold=float(np.mean((cand > reference_threshold) != (ref > reference_threshold))),
+        decision_flips=float(np.mean(own.is_anomalous(cand) != fp32.is_anomalous(ref))),
+        decision_flips_fp32_threshold=float(np.mean(fp32.is_anomalous(cand) != fp32.is_anomalous(ref))),
         windows=int(ref.size),
     )
 

@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterable
 
 import onnx
 
-from export.errors import ExportError
+from edgevae.core.errors import ExportError
 
 # The layers that carry weights. Everything else is either the VAE's activations (GELU) or the scoring
 # arithmetic around it (normalization, squared error, reductions), which stays float32 at every precision.

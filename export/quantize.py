@@ -23,10 +23,10 @@ from onnxruntime.quantization import (
     quantize_static,
 )
 
-from agent.bundle import INPUT_NAME
-from export.errors import ExportError
-from export.float16 import convert_fp16
-from export.partition import WEIGHT_OPS, sort_nodes
+from edgevae.agent.bundle import INPUT_NAME
+from edgevae.core.errors import ExportError
+from edgevae.export.float16 import convert_fp16
+from edgevae.export.partition import WEIGHT_OPS, sort_nodes
 
 logger = logging.getLogger(__name__)
 

@@ -18,8 +18,8 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from agent.bundle import INPUT_NAME
-from export.errors import ExportError
+from edgevae.agent.bundle import INPUT_NAME
+from edgevae.core.errors import ExportError
 
 logger = logging.getLogger(__name__)
 

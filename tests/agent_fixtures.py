@@ -20,12 +20,11 @@ import paho.mqtt.client as mqtt
 from onnx import TensorProto, helper, numpy_helper
 from paho.mqtt.enums import CallbackAPIVersion
 
-from agent.bundle import Debounce, Manifest, Threshold, describe_files, write_manifest
-from agent.mqtt import status_topic
-from agent.threshold import Debounce as DebounceState
-from agent.threshold import Threshold as Classifier
-from agent.window import sliding_windows
-from training.broker import Broker
+from edgevae.agent.bundle import Manifest, describe_files, write_manifest
+from edgevae.agent.mqtt import status_topic
+from edgevae.core.decision import Debounce, Debouncer, Threshold
+from edgevae.core.window import sliding_windows
+from edgevae.demo.broker import Broker
 
 CHANNELS = ("temp", "pressure", "flow")
 MEAN = np.array([20.0, 5.0, 100.0])
@@ -105,7 +104,7 @@ def reference_scores(values: np.ndarray, window: int = WINDOW, stride: int = STR
 def expected_alerts(values: np.ndarray, window: int = WINDOW, stride: int = STRIDE) -> list[tuple[str, int]]:
     """(type, window number) of every alert open and end the agent must publish for this stream."""
     scores, _ = reference_scores(values, window, stride)
-    threshold, debounce, events = Classifier(THRESHOLD), DebounceState(TRIGGER, CLEAR), []
+    threshold, debounce, events = Threshold(THRESHOLD), Debouncer(Debounce(TRIGGER, CLEAR)), []
     for k, score in enumerate(scores.tolist()):
         transition = debounce.update(threshold.classify(score)).value
         if transition != "none":
@@ -285,12 +284,12 @@ def agent_document(broker: Broker, bundle: Path, names: Names, **sections: dict[
 
 @contextmanager
 def agent_process(config_file: Path, *extra: str) -> Iterator[subprocess.Popen[bytes]]:
-    """`python -m agent --config FILE` as a child process, its output in FILE.log; killed if still running."""
+    """`python -m edgevae.agent --config FILE` as a child process, its output in FILE.log; killed if still running."""
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     env.pop("NOTIFY_SOCKET", None)
     with config_file.with_suffix(".log").open("wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "agent", "--config", str(config_file), *extra],
+            [sys.executable, "-m", "edgevae.agent", "--config", str(config_file), *extra],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -17,8 +17,8 @@ from agent_fixtures import (
     make_bundle,
 )
 
-from agent.config import Config, load_config
-from training.broker import Broker, find_mosquitto, start_broker
+from edgevae.agent.config import Config, load_config
+from edgevae.demo.broker import Broker, find_mosquitto, start_broker
 
 
 @pytest.fixture(scope="session")
@@ -61,7 +61,7 @@ def collector(broker: Broker, names: Names) -> Iterator[Collector]:
 @pytest.fixture
 def run_agent(broker: Broker, bundle: Path, names: Names) -> Iterator[Callable[..., Any]]:
     """Start the agent in a thread of this process: run_agent(**sections) -> the running Service."""
-    from agent.service import Service
+    from edgevae.agent.service import Service
 
     stops: list[tuple[threading.Event, threading.Thread]] = []
 

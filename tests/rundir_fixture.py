@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from agent.window import sliding_windows
-from training.models.vae import VAEConfig, WindowVAE
+from edgevae.core.window import sliding_windows
+from edgevae.training.models.vae import VAEConfig, WindowVAE
 
 CHANNELS = ("temp_c", "pressure_hpa", "flow_lps", "vibration_g")
 # Very different raw scales, so a graph that forgets to normalize scores visibly wrong.

@@ -24,10 +24,10 @@ from agent_fixtures import (
     windows_for,
 )
 
-from agent.offline import score_table
-from agent.replay import replay
-from agent.table import read_table
-from training.broker import Broker
+from edgevae.agent.offline import score_table
+from edgevae.agent.replay import replay
+from edgevae.agent.table import read_table
+from edgevae.demo.broker import Broker
 
 ROWS = 120
 

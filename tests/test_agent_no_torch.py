@@ -14,15 +14,17 @@ def _assert_runs(code: str) -> None:
 
 def test_agent_imports_without_torch() -> None:
     code = (
-        "import agent, agent.service, agent.__main__, agent.offline, agent.replay, agent.backends.ort_cuda, "
-        "agent.backends.tensorrt; import sys; assert 'torch' not in sys.modules, 'torch was imported'"
+        "import edgevae.agent, edgevae.agent.service, edgevae.agent.__main__, edgevae.agent.offline, "
+        "edgevae.agent.replay, edgevae.agent.backends.ort_cuda, edgevae.agent.backends.tensorrt; "
+        "import sys; assert 'torch' not in sys.modules, 'torch was imported'"
     )
     _assert_runs(code)
 
 
 def test_pure_core_imports_no_runtime() -> None:
     code = (
-        "import agent.readings, agent.window, agent.threshold, agent.detector, agent.alerts, sys; "
+        "import sys, edgevae.core.window, edgevae.core.decision, edgevae.core.thresholds, edgevae.core.metrics, "
+        "edgevae.agent.readings, edgevae.agent.detector, edgevae.agent.alerts; "
         "loaded = [m for m in ('torch', 'onnxruntime', 'paho') if m in sys.modules]; assert not loaded, loaded"
     )
     _assert_runs(code)

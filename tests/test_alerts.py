@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from agent_fixtures import stream, timestamps
 
-from agent import alerts
-from agent.backends import create_backend
-from agent.bundle import load_bundle
-from agent.detector import AlertEvent, Detector
+from edgevae.agent import alerts
+from edgevae.agent.backends import create_backend
+from edgevae.agent.bundle import load_bundle
+from edgevae.agent.detector import AlertEvent, Detector
 
 
 @pytest.fixture

@@ -19,8 +19,8 @@ from agent_fixtures import (
     windows_for,
 )
 
-from agent.config import MqttConfig
-from agent.mqtt import MqttLink
+from edgevae.agent.config import MqttConfig
+from edgevae.agent.mqtt import MqttLink
 
 GOOD = reading(T0, [20.0, 5.0, 100.0])
 

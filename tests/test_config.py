@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
-from agent.__main__ import main
-from agent.config import Config, load_config, read_password, read_toml
-from agent.readings import DropReason
-from agent.schema import SchemaError, reference
+from edgevae.agent.__main__ import main
+from edgevae.agent.config import Config, load_config, read_password, read_toml
+from edgevae.agent.readings import DropReason
+from edgevae.agent.schema import SchemaError, reference
 
 
 def doc(bundle: Path, **sections: dict[str, Any]) -> dict[str, Any]:

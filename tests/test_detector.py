@@ -16,10 +16,11 @@ from agent_fixtures import (
     windows_for,
 )
 
-from agent.backends import ScoreOutputs, create_backend
-from agent.bundle import Debounce, Manifest, load_bundle
-from agent.detector import Detector
-from agent.errors import BackendError
+from edgevae.agent.backends import ScoreOutputs, create_backend
+from edgevae.agent.bundle import Manifest, load_bundle
+from edgevae.agent.detector import Detector
+from edgevae.core.decision import Debounce
+from edgevae.core.errors import BackendError
 
 
 class CountingBackend:

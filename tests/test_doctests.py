@@ -8,7 +8,7 @@ import importlib
 import pytest
 
 
-@pytest.mark.parametrize("module", ["agent.window", "agent.threshold"])
+@pytest.mark.parametrize("module", ["edgevae.core.window", "edgevae.core.decision"])
 def test_doctests(module: str) -> None:
     result = doctest.testmod(importlib.import_module(module))
     assert result.attempted > 0

@@ -18,8 +18,8 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-import training.broker
-from training.broker import Broker, start_broker
+import edgevae.demo.broker
+from edgevae.demo.broker import Broker, start_broker
 
 TIMEOUT = 5.0
 PROTOCOLS = [pytest.param(mqtt.MQTTv5, id="v5"), pytest.param(mqtt.MQTTv311, id="v311")]
@@ -386,7 +386,7 @@ def test_a_malformed_packet_closes_only_that_connection(
 
 
 def test_start_broker_falls_back_to_the_embedded_broker(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(training.broker, "find_mosquitto", lambda: None)
+    monkeypatch.setattr(edgevae.demo.broker, "find_mosquitto", lambda: None)
     with start_broker() as running:
         assert running.kind == "embedded"
         Client(running, mqtt.MQTTv5).start().close()

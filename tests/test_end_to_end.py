@@ -14,19 +14,19 @@ import pytest
 import torch
 from agent_fixtures import Collector, Names, Publisher, agent_document
 
-from agent.backends import create_backend
-from agent.bundle import load_bundle
-from agent.config import load_config
-from agent.offline import score_table
-from agent.service import Service
-from agent.table import Table
-from export.bundle_writer import export_bundle
-from export.graph import ScoringGraph
-from export.parity import spearman
-from training.broker import Broker
-from training.checkpoint import load_run
-from training.simulate import Fault, simulate_plant
-from training.train_vae import TrainConfig, train
+from edgevae.agent.backends import create_backend
+from edgevae.agent.bundle import load_bundle
+from edgevae.agent.config import load_config
+from edgevae.agent.offline import score_table
+from edgevae.agent.service import Service
+from edgevae.agent.table import Table
+from edgevae.demo.broker import Broker
+from edgevae.export.bundle_writer import export_bundle
+from edgevae.export.graph import ScoringGraph
+from edgevae.export.parity import spearman
+from edgevae.training.checkpoint import load_run
+from edgevae.training.simulate import Fault, simulate_plant
+from edgevae.training.train_vae import TrainConfig, train
 
 ROWS = 1200
 FAULT = Fault("pressure", start=600, length=250, kind="offset", magnitude=1.2)

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from training import metrics
-from training.evaluate import EvalConfig, evaluate, labelled_files, summarize
-from training.report import write_report
+from edgevae.core import metrics
+from edgevae.evaluation.evaluate import EvalConfig, evaluate, labelled_files, summarize
+from edgevae.evaluation.report import write_report
 
 SKAB = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "SKAB" / "data"
 
@@ -44,7 +44,7 @@ def test_both_protocols_and_precisions_are_scored(document: dict) -> None:
 def test_leaderboard_tests_only_rows_after_the_fit(document: dict) -> None:
     results = document["per_file"]["leaderboard"]["int8"]
     lengths = [len(r.labels) for r in results]
-    from agent.table import read_table
+    from edgevae.agent.table import read_table
 
     rows = [len(read_table(p).timestamps) for p in labelled_files(SKAB)[:2]]
     assert lengths == [n - 400 for n in rows]
@@ -97,7 +97,7 @@ def test_summarize_pools_files_before_the_ratios(document: dict) -> None:
 def test_leaderboard_calibration_windows(
     tmp_path: Path, method: str, score_rows: int, train_ends: tuple[int, int] | None, holdout_ends: tuple[int, int]
 ) -> None:
-    from training.evaluate import _calibrate_on_fit_rows
+    from edgevae.evaluation.evaluate import _calibrate_on_fit_rows
 
     untouched = np.full((5, 32, 2), -1.0, dtype=np.float32)
     np.savez_compressed(tmp_path / "calibration.npz", holdout=untouched, train_sample=untouched)

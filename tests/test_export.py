@@ -13,20 +13,19 @@ import onnx
 import pytest
 from rundir_fixture import CHANNELS, anomalous_windows, make_run_dir
 
-import export.parity
-from agent.backends import create_backend
-from agent.bundle import CHANNEL_ERROR_OUTPUT, INPUT_NAME, SCORE_OUTPUT, describe_files, load_bundle
-from agent.errors import BundleError
-from export._rundir import load_run
-from export.bundle_writer import ExportReport, export_bundle
-from export.cli import add_arguments, run_from_args
-from export.errors import ExportError
-from export.graph import GraphOutputs
-from export.onnx import to_onnx
-from export.parity import PARITY_RTOL, average_ranks, relative_error, spearman, torch_scores
-from export.partition import scoring_arithmetic_nodes
-from export.quantize import Precision, compress
-from export.threshold import scaled_quantile_threshold
+import edgevae.export.parity
+from edgevae.agent.backends import create_backend
+from edgevae.agent.bundle import CHANNEL_ERROR_OUTPUT, INPUT_NAME, SCORE_OUTPUT, describe_files, load_bundle
+from edgevae.cli.export import add_arguments, run_from_args
+from edgevae.core.errors import BundleError, ExportError
+from edgevae.core.thresholds import scaled_quantile_threshold
+from edgevae.export._rundir import load_run
+from edgevae.export.bundle_writer import ExportReport, export_bundle
+from edgevae.export.graph import GraphOutputs
+from edgevae.export.onnx import to_onnx
+from edgevae.export.parity import PARITY_RTOL, average_ranks, relative_error, spearman, torch_scores
+from edgevae.export.partition import scoring_arithmetic_nodes
+from edgevae.export.quantize import Precision, compress
 
 
 @pytest.fixture(scope="module")
@@ -201,7 +200,7 @@ def test_parity_failure_is_loud_and_leaves_nothing(
     def broken(*_: object) -> dict[str, float]:
         return {"max_rel_error_score": 0.5, "max_rel_error_channel_error": 0.0, "windows": 1}
 
-    monkeypatch.setattr(export.parity, "torch_onnx_parity", broken)
+    monkeypatch.setattr(edgevae.export.parity, "torch_onnx_parity", broken)
     with pytest.raises(ExportError, match="does not match torch"):
         export_bundle(run_dir, tmp_path / "bundle")
     assert list(tmp_path.iterdir()) == []
@@ -276,7 +275,7 @@ def test_relative_error_floor() -> None:
 
 def test_parity_docstring_examples() -> None:
     assert average_ranks(np.array([3.0, 1.0])).tolist() == [2.0, 1.0]
-    assert doctest.testmod(export.parity).failed == 0
+    assert doctest.testmod(edgevae.export.parity).failed == 0
 
 
 def test_cli_rejects_a_threshold_flag_of_another_method(
@@ -300,8 +299,8 @@ def test_scaled_quantile_export_calibrates_on_the_shipped_models_training_and_ho
     assert run_from_args(args) == 0
     bundle = load_bundle(tmp_path / "b")
     run = load_run(run_dir)
-    holdout = export.parity.onnx_scores(bundle.model_path, run.holdout).score
-    training = export.parity.onnx_scores(bundle.model_path, run.train_sample).score
+    holdout = edgevae.export.parity.onnx_scores(bundle.model_path, run.holdout).score
+    training = edgevae.export.parity.onnx_scores(bundle.model_path, run.train_sample).score
     t = bundle.manifest.threshold
     assert (t.method, t.params) == ("scaled-quantile", {"q": 0.99, "ratio_q": 0.9, "margin": 1.0})
     assert t.value == pytest.approx(scaled_quantile_threshold(holdout, training, q=0.99, ratio_q=0.9), rel=1e-6)

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from training.metrics import (
+from edgevae.core.metrics import (
     Confusion,
     auprc,
     auroc,

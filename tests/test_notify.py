@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.notify import Notifier, watchdog_interval
+from edgevae.agent.notify import Notifier, watchdog_interval
 
 
 @pytest.fixture
@@ -61,7 +61,7 @@ def test_no_socket_is_a_no_op() -> None:
 
 def test_unreachable_socket_is_reported_once(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     notifier = Notifier({"NOTIFY_SOCKET": str(tmp_path / "gone.sock")})
-    with caplog.at_level("WARNING", logger="agent.notify"):
+    with caplog.at_level("WARNING", logger="edgevae.agent.notify"):
         assert not notifier.ready()
         assert not notifier.watchdog()
     notifier.close()

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from agent_fixtures import CHANNELS, STRIDE, WINDOW, expected_alerts, reference_scores, stream, timestamps
 
-from agent.offline import score_csv, score_table
-from agent.table import TableError, read_table
+from edgevae.agent.offline import score_csv, score_table
+from edgevae.agent.table import TableError, read_table
 
 ROWS = 120
 
@@ -88,7 +88,7 @@ def test_edgevae_score_command_runs_without_torch(
     """`edgevae score` is how a bundle is checked on a device or a laptop without torch."""
     out = tmp_path / "cli.csv"
     code = (
-        "import sys; from training.cli import main; "
+        "import sys; from edgevae.cli.main import main; "
         f"rc = main(['score', '--bundle', {str(bundle)!r}, '--input', {str(faulty_csv[0])!r}, '--out', {str(out)!r}]); "
         "assert rc == 0, rc; assert 'torch' not in sys.modules, 'torch was imported'"
     )

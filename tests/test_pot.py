@@ -8,7 +8,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from export.pot import MIN_PEAKS, fit_gpd, pot_threshold
+from edgevae.core.pot import MIN_PEAKS, fit_gpd, pot_threshold
 
 SEEDS = range(5)
 

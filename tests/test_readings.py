@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from agent.readings import DeviceTopics, DropReason, OrderGuard, ReadingParser
-from agent.stats import DropLog
+from edgevae.agent.readings import DeviceTopics, DropReason, OrderGuard, ReadingParser
+from edgevae.agent.stats import DropLog
 
 CHANNELS = ("a", "b")
 GOOD = {"ts": 10.0, "values": {"a": 1.0, "b": 2}}
@@ -124,7 +124,7 @@ def test_device_from_topic(topic: str, device: str | None) -> None:
 def test_drop_warnings_are_rate_limited(caplog: pytest.LogCaptureFixture) -> None:
     now = [0.0]
     log = DropLog(interval_s=10.0, clock=lambda: now[0])
-    with caplog.at_level("WARNING", logger="agent.stats"):
+    with caplog.at_level("WARNING", logger="edgevae.agent.stats"):
         for _ in range(5):
             log.drop(DropReason.NOT_JSON, "d1", "bad")
         log.drop(DropReason.OVERSIZED, "d1", "big")  # another reason has its own budget

@@ -7,7 +7,7 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from training.simulate import CHANNELS, FAULT_KINDS, SPREAD, Fault, random_faults, simulate_plant
+from edgevae.training.simulate import CHANNELS, FAULT_KINDS, SPREAD, Fault, random_faults, simulate_plant
 
 ROWS = 6000
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agent.errors import ConfigError
-from agent.table import Table, TableError, infer_sample_period, read_table, read_tables, write_table
+from edgevae.agent.table import Table, TableError, infer_sample_period, read_table, read_tables, write_table
+from edgevae.core.errors import DataError
 
 SKAB = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "SKAB" / "data"
 T0 = 1_581_168_647.0  # 2020-02-08 13:30:47 UTC
@@ -79,7 +79,7 @@ def test_read_table_errors(tmp_path: Path, text: str, match: str) -> None:
     with pytest.raises(TableError, match=match) as caught:
         read_table(path)
     assert str(path) in str(caught.value)
-    assert isinstance(caught.value, ConfigError)
+    assert isinstance(caught.value, DataError)
     assert isinstance(caught.value, ValueError)
 
 

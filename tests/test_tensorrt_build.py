@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 from rundir_fixture import make_run_dir
 
-from export._rundir import load_run
-from export.bundle_writer import export_bundle
-from export.errors import ExportError
-from export.onnx import to_onnx
-from export.quantize import Int8Settings, Precision, compress
-from export.tensorrt import EngineProfile, build_engine, check_tensorrt_compatible, require_tensorrt
+from edgevae.core.errors import ExportError
+from edgevae.export._rundir import load_run
+from edgevae.export.bundle_writer import export_bundle
+from edgevae.export.onnx import to_onnx
+from edgevae.export.quantize import Int8Settings, Precision, compress
+from edgevae.export.tensorrt import EngineProfile, build_engine, check_tensorrt_compatible, require_tensorrt
 
 
 def _cuda_present() -> bool:

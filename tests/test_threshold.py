@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 
-from agent.threshold import Debounce, Threshold, Transition
+from edgevae.core.decision import Debounce, Debouncer, Threshold, Transition
 
 
 @pytest.mark.parametrize(
@@ -23,6 +24,8 @@ from agent.threshold import Debounce, Threshold, Transition
 )
 def test_classify(threshold: float, score: float, anomalous: bool) -> None:
     assert Threshold(threshold).classify(score) is anomalous
+    # The vectorised rule (export's parity figures, evaluation) decides every case the same way.
+    assert Threshold(threshold).is_anomalous(np.array([score])).tolist() == [anomalous]
 
 
 OPEN, CLOSE, N = Transition.OPEN, Transition.CLOSE, Transition.NONE
@@ -42,13 +45,13 @@ OPEN, CLOSE, N = Transition.OPEN, Transition.CLOSE, Transition.NONE
     ],
 )
 def test_debounce(trigger: int, clear: int, windows: str, expected: list[Transition]) -> None:
-    debounce = Debounce(trigger, clear)
+    debounce = Debouncer(Debounce(trigger, clear))
     got = [debounce.update(w == "1") for w in windows.replace(" ", "")]
     assert got == expected
 
 
 def test_debounce_state_follows_transitions() -> None:
-    debounce = Debounce(trigger=2, clear=1)
+    debounce = Debouncer(Debounce(trigger=2, clear=1))
     states = []
     for anomalous in (True, True, False):
         debounce.update(anomalous)
@@ -56,7 +59,7 @@ def test_debounce_state_follows_transitions() -> None:
     assert states == [False, True, False]
 
 
-@pytest.mark.parametrize(("trigger", "clear"), [(0, 1), (1, 0), (-1, 5)])
+@pytest.mark.parametrize(("trigger", "clear"), [(0, 1), (1, 0), (-1, 5), (1.5, 2), (True, 2)])
 def test_debounce_rejects_counts_below_one(trigger: int, clear: int) -> None:
-    with pytest.raises(ValueError, match="must be >= 1"):
+    with pytest.raises(ValueError, match="integers >= 1"):
         Debounce(trigger, clear)

@@ -7,11 +7,16 @@ import doctest
 import numpy as np
 import pytest
 
-import export.threshold
-from agent.bundle import Threshold
-from agent.errors import ConfigError
-from export.errors import ExportError
-from export.threshold import METHODS, calibrate, needs_training_scores, quantile_threshold, scaled_quantile_threshold
+import edgevae.core.thresholds
+from edgevae.core.decision import Threshold
+from edgevae.core.errors import ConfigError, ExportError
+from edgevae.core.thresholds import (
+    METHODS,
+    calibrate,
+    needs_training_scores,
+    quantile_threshold,
+    scaled_quantile_threshold,
+)
 
 UNIFORM = np.linspace(0.0, 1.0, 1001)
 
@@ -172,6 +177,6 @@ def test_unknown_method_error_lists_the_registry() -> None:
 
 
 def test_docstring_examples() -> None:
-    result = doctest.testmod(export.threshold)
+    result = doctest.testmod(edgevae.core.thresholds)
     assert result.attempted > 0
     assert result.failed == 0

@@ -13,13 +13,13 @@ import numpy as np
 import pytest
 import torch
 
-from agent.errors import ConfigError
-from agent.table import Table, write_table
-from training import data
-from training.checkpoint import RUN_FILES, load_run
-from training.losses import beta_schedule, kl_to_standard_normal, reconstruction_nll
-from training.simulate import Fault, simulate_plant
-from training.train_vae import TrainConfig, add_arguments, config_from_args, train
+from edgevae.agent.table import Table, write_table
+from edgevae.core.errors import ConfigError
+from edgevae.training import data
+from edgevae.training.checkpoint import RUN_FILES, load_run
+from edgevae.training.losses import beta_schedule, kl_to_standard_normal, reconstruction_nll
+from edgevae.training.simulate import Fault, simulate_plant
+from edgevae.training.train_vae import TrainConfig, add_arguments, config_from_args, train
 
 REPO = Path(__file__).resolve().parents[1]
 META_KEYS = {
@@ -40,7 +40,10 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_data_and_simulate_do_not_import_torch() -> None:
-    code = "import sys, training, training.data, training.simulate, agent.table; assert 'torch' not in sys.modules"
+    code = (
+        "import sys, edgevae.training, edgevae.training.data, edgevae.training.simulate, edgevae.agent.table; "
+        "assert 'torch' not in sys.modules"
+    )
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True)
 
 

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from agent.backends import create_backend
-from agent.bundle import load_bundle
-from export.bundle_writer import export_bundle
-from training.models.vae import ARCHITECTURES, LIKELIHOODS, VAEConfig, WindowVAE
-from training.train_vae import TrainConfig, train
+from edgevae.agent.backends import create_backend
+from edgevae.agent.bundle import load_bundle
+from edgevae.export.bundle_writer import export_bundle
+from edgevae.training.models.vae import ARCHITECTURES, LIKELIHOODS, VAEConfig, WindowVAE
+from edgevae.training.train_vae import TrainConfig, train
 
 CASES = [(arch, likelihood) for arch in ARCHITECTURES for likelihood in LIKELIHOODS]
 

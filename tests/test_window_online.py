@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from agent.window import OnlineWindow, sliding_windows, window_end_rows
+from edgevae.core.window import OnlineWindow, sliding_windows, window_end_rows
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from training.models.vae import VAEConfig, WindowVAE
+from edgevae.training.models.vae import VAEConfig, WindowVAE
 
 logger = logging.getLogger(__name__)
 

@@ -15,10 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from agent.errors import ConfigError
-from agent.table import Table, infer_sample_period, read_tables
-from agent.window import sliding_windows
-from training.simulate import simulate_plant
+from edgevae.agent.table import Table, infer_sample_period, read_tables
+from edgevae.core.errors import ConfigError
+from edgevae.core.window import sliding_windows
+from edgevae.training.simulate import simulate_plant
 
 logger = logging.getLogger(__name__)
 

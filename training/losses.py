@@ -10,7 +10,7 @@ from typing import NamedTuple
 
 import torch
 
-from training.models.vae import VAEOutput
+from edgevae.training.models.vae import VAEOutput
 
 LOG_2PI = math.log(2.0 * math.pi)
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from agent.table import Table
+from edgevae.agent.table import Table
 
 logger = logging.getLogger(__name__)
 

@@ -18,12 +18,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from agent.errors import ConfigError
-from training import data
-from training.checkpoint import SCHEMA_VERSION, git_sha, save_run
-from training.data import STD_FLOOR_REL
-from training.losses import beta_schedule, elbo_terms
-from training.models.vae import ARCHITECTURES, LIKELIHOODS, VAEConfig, VAEOutput, WindowVAE
+from edgevae.core.errors import ConfigError
+from edgevae.training import data
+from edgevae.training.checkpoint import SCHEMA_VERSION, git_sha, save_run
+from edgevae.training.data import STD_FLOOR_REL
+from edgevae.training.losses import beta_schedule, elbo_terms
+from edgevae.training.models.vae import ARCHITECTURES, LIKELIHOODS, VAEConfig, VAEOutput, WindowVAE
 
 logger = logging.getLogger(__name__)
 

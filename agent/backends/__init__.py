@@ -1,7 +1,7 @@
 """Runtime backends, chosen by name from the registry below.
 
 Adding a runtime means adding one module with a `KEY`, a config dataclass whose `type` is that key, and a
-class satisfying `agent.backends.base.Backend`, then one line in `_REGISTRY`. Backends whose runtime is not
+class satisfying `edgevae.agent.backends.base.Backend`, then one line in `_REGISTRY`. Backends whose runtime is not
 installed are listed but fail to load with a message that says what to install.
 """
 
@@ -12,18 +12,18 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from agent.backends.base import Backend, ScoreOutputs
-from agent.errors import ConfigError, ModelLoadError
-from agent.schema import build
+from edgevae.agent.backends.base import Backend, ScoreOutputs
+from edgevae.agent.schema import build
+from edgevae.core.errors import ConfigError, ModelLoadError
 
 logger = logging.getLogger(__name__)
 
 # key -> (module, backend class, config class). Modules are imported on use, so a missing optional
 # runtime (TensorRT, CUDA) never stops the agent from starting with another backend.
 _REGISTRY: dict[str, tuple[str, str, str]] = {
-    "onnxruntime-cpu": ("agent.backends.ort_cpu", "OrtCpuBackend", "OrtCpuBackendConfig"),
-    "onnxruntime-cuda": ("agent.backends.ort_cuda", "OrtCudaBackend", "OrtCudaBackendConfig"),
-    "tensorrt": ("agent.backends.tensorrt", "TensorRTBackend", "TensorRTBackendConfig"),
+    "onnxruntime-cpu": ("edgevae.agent.backends.ort_cpu", "OrtCpuBackend", "OrtCpuBackendConfig"),
+    "onnxruntime-cuda": ("edgevae.agent.backends.ort_cuda", "OrtCudaBackend", "OrtCudaBackendConfig"),
+    "tensorrt": ("edgevae.agent.backends.tensorrt", "TensorRTBackend", "TensorRTBackendConfig"),
 }
 
 

@@ -10,9 +10,9 @@ from typing import Any, Final, Literal
 import numpy as np
 import onnxruntime as ort
 
-from agent.backends.base import ScoreOutputs
-from agent.bundle import CHANNEL_ERROR_OUTPUT, INPUT_NAME, SCORE_OUTPUT
-from agent.errors import BackendError, ModelLoadError
+from edgevae.agent.backends.base import ScoreOutputs
+from edgevae.agent.bundle import CHANNEL_ERROR_OUTPUT, INPUT_NAME, SCORE_OUTPUT
+from edgevae.core.errors import BackendError, ModelLoadError
 
 logger = logging.getLogger(__name__)
 

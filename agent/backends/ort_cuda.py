@@ -9,8 +9,8 @@ from typing import Any, Final, Literal
 
 import onnxruntime as ort
 
-from agent.backends.ort_cpu import OrtBackend
-from agent.errors import ModelLoadError
+from edgevae.agent.backends.ort_cpu import OrtBackend
+from edgevae.core.errors import ModelLoadError
 
 logger = logging.getLogger(__name__)
 

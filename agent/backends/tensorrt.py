@@ -11,9 +11,9 @@ from typing import Any, Final, Literal
 
 import numpy as np
 
-from agent.backends.base import ScoreOutputs
-from agent.bundle import CHANNEL_ERROR_OUTPUT, INPUT_NAME, SCORE_OUTPUT, sha256_file
-from agent.errors import BackendError, ModelLoadError
+from edgevae.agent.backends.base import ScoreOutputs
+from edgevae.agent.bundle import CHANNEL_ERROR_OUTPUT, INPUT_NAME, SCORE_OUTPUT, sha256_file
+from edgevae.core.errors import BackendError, ModelLoadError
 
 logger = logging.getLogger(__name__)
 

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from agent_fixtures import CHANNELS, WINDOW, build_model, reference_scores, stream
 
-from agent.backends import Backend, create_backend
-from agent.errors import BackendError, ModelLoadError
+from edgevae.agent.backends import Backend, create_backend
+from edgevae.core.errors import BackendError, ModelLoadError
 
 Check = Callable[[Backend, str, Path], None]
 

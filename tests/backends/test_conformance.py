@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from checks import Check, model_dir, yield_checks
 
-from agent.backends import Backend, available_backends, create_backend
-from agent.errors import ModelLoadError
+from edgevae.agent.backends import Backend, available_backends, create_backend
+from edgevae.core.errors import ModelLoadError
 
 
 def _param(key: str) -> object:
@@ -39,7 +39,7 @@ def test_cpu_backend_is_always_available() -> None:
 
 
 def test_tensorrt_engines_are_named_by_model_version_and_gpu() -> None:
-    from agent.backends.tensorrt import engine_name
+    from edgevae.agent.backends.tensorrt import engine_name
 
     name = engine_name("ab" * 32, "10.13.3", "NVIDIA Jetson Orin (16GB)")
     assert name == "abababababababab-trt10.13.3-nvidia-jetson-orin-16gb.plan"

@@ -1,4 +1,4 @@
-"""The flags of `edgevae export` and the command itself; the work is in `export.bundle_writer`."""
+"""The flags of `edgevae export` and the command itself; the work is in `edgevae.export.bundle_writer`."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ import inspect
 import sys
 from pathlib import Path
 
-from agent.bundle import Debounce
-from agent.errors import EdgeVAEError
-from export.bundle_writer import export_bundle
-from export.quantize import Precision
-from export.threshold import METHODS
+from edgevae.core.decision import Debounce
+from edgevae.core.errors import EdgeVAEError
+from edgevae.core.thresholds import METHODS
+from edgevae.export.bundle_writer import export_bundle
+from edgevae.export.quantize import Precision
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -9,13 +9,13 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from agent.errors import EdgeVAEError
+from edgevae.core.errors import EdgeVAEError
 
 logger = logging.getLogger(__name__)
 
 
 def _train(args: argparse.Namespace) -> int:
-    from training.train_vae import config_from_args, train
+    from edgevae.training.train_vae import config_from_args, train
 
     run_dir = train(config_from_args(args))
     print(f"run written to {run_dir}")
@@ -23,13 +23,13 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from export.cli import run_from_args
+    from edgevae.cli.export import run_from_args
 
     return run_from_args(args)
 
 
 def _score(args: argparse.Namespace) -> int:
-    from agent.offline import score_csv
+    from edgevae.agent.offline import score_csv
 
     summary = score_csv(args.bundle, args.input, args.out, backend_key=args.backend)
     print(summary)
@@ -37,13 +37,13 @@ def _score(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from training.evaluate_cli import run_from_args
+    from edgevae.cli.evaluate import run_from_args
 
     return run_from_args(args)
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from training.demo import run_demo
+    from edgevae.demo.demo import run_demo
 
     return run_demo(args)
 
@@ -52,7 +52,7 @@ def _add_train(sub: argparse._SubParsersAction[argparse.ArgumentParser], command
     parser = sub.add_parser("train", help="learn a VAE of normal sensor windows")
     # Importing train_vae pulls in torch; only pay for that when `train` is the command.
     if command == "train":
-        from training.train_vae import add_arguments
+        from edgevae.training.train_vae import add_arguments
 
         add_arguments(parser)
     parser.set_defaults(func=_train)
@@ -61,7 +61,7 @@ def _add_train(sub: argparse._SubParsersAction[argparse.ArgumentParser], command
 def _add_export(sub: argparse._SubParsersAction[argparse.ArgumentParser], command: str | None) -> None:
     parser = sub.add_parser("export", help="compress and export a trained run to a model bundle")
     if command == "export":
-        from export.cli import add_arguments
+        from edgevae.cli.export import add_arguments
 
         add_arguments(parser)
     parser.set_defaults(func=_export)
@@ -79,7 +79,7 @@ def _add_score(sub: argparse._SubParsersAction[argparse.ArgumentParser], command
 def _add_evaluate(sub: argparse._SubParsersAction[argparse.ArgumentParser], command: str | None) -> None:
     parser = sub.add_parser("evaluate", help="measure detection quality on SKAB through exported bundles")
     if command == "evaluate":
-        from training.evaluate_cli import add_arguments
+        from edgevae.cli.evaluate import add_arguments
 
         add_arguments(parser)
     parser.set_defaults(func=_evaluate)
@@ -88,7 +88,7 @@ def _add_evaluate(sub: argparse._SubParsersAction[argparse.ArgumentParser], comm
 def _add_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser], command: str | None) -> None:
     parser = sub.add_parser("demo", help="train, export, serve and replay a faulty stream end to end")
     if command == "demo":
-        from training.demo import add_arguments
+        from edgevae.demo.demo import add_arguments
 
         add_arguments(parser)
     parser.set_defaults(func=_demo)

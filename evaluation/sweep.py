@@ -14,7 +14,7 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-from training.evaluate import EvalConfig, evaluate
+from edgevae.evaluation.evaluate import EvalConfig, evaluate
 
 # name -> (what it changes, EvalConfig overrides)
 VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {

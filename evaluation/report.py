@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from training import metrics
+from edgevae.core import metrics
 
 # The SKAB leaderboard (github.com/waico/SKAB README, v0.9): F1, FAR %, MAR %, point-wise, no adjustment.
 PUBLISHED: list[tuple[str, float, float, float]] = [
@@ -48,7 +48,7 @@ def write_report(document: dict[str, Any], out: Path, plots: bool = True) -> dic
 
 def _by_group(file_results: list[Any]) -> dict[str, dict[str, float]]:
     """The summary per SKAB folder (valve1, valve2, other): the plant ran at different operating points."""
-    from training.evaluate import summarize
+    from edgevae.evaluation.evaluate import summarize
 
     groups: dict[str, list[Any]] = {}
     for r in file_results:
@@ -79,7 +79,7 @@ def markdown(results: dict[str, Any], images: list[Path]) -> str:
         "",
         "Point-wise, no point adjustment; TP/FP/FN/TN summed over files, then F1 = TP / (TP + (FN + FP) / 2),",
         "FAR = 100·FP / (FP + TN), MAR = 100·FN / (FN + TP). Scores come from the exported bundle through the",
-        "agent's runtime code (`agent.offline.score_table`); decisions include the agent's debounce. AUROC and",
+        "agent's runtime code (`edgevae.agent.offline.score_table`); decisions include the agent's debounce. AUROC and",
         'AUPRC rank every test row by its score over the threshold. "Flag everything" marks every test row',
         "anomalous.",
         "",

@@ -8,10 +8,9 @@ from typing import Any
 
 import numpy as np
 
-from agent.bundle import Threshold
-from agent.errors import ConfigError
-from export.errors import ExportError
-from export.pot import pot_threshold
+from edgevae.core.decision import Threshold
+from edgevae.core.errors import CalibrationError, ConfigError
+from edgevae.core.pot import pot_threshold
 
 
 def quantile_threshold(scores: np.ndarray, q: float = 0.995, margin: float = 1.0) -> float:
@@ -50,11 +49,11 @@ def scaled_quantile_threshold(
     _check_quantile_params(margin, q=q, ratio_q=ratio_q)
     if np.any(scores < 0) or np.any(training_scores < 0):
         msg = "scaled-quantile needs non-negative scores (score_kind mse); use --threshold-method quantile or pot"
-        raise ExportError(msg)
+        raise CalibrationError(msg)
     reference = float(np.quantile(training_scores, ratio_q))
     if reference <= 0.0:
         msg = f"the training windows' {ratio_q} quantile score is 0, so no ratio can be formed; use quantile or pot"
-        raise ExportError(msg)
+        raise CalibrationError(msg)
     inflation = max(1.0, float(np.quantile(scores, ratio_q)) / reference)
     return float(np.quantile(training_scores, q)) * inflation * margin
 
@@ -79,7 +78,7 @@ def pot(scores: np.ndarray, risk: float = 1e-3, init_quantile: float = 0.98) -> 
             f"peaks-over-threshold calibration failed on {len(scores)} hold-out windows: {exc}; "
             "train on more normal data or use --threshold-method quantile"
         )
-        raise ExportError(msg) from exc
+        raise CalibrationError(msg) from exc
 
 
 # name -> function(scores, **params) -> threshold value. Every method sees validated, finite 1-D scores.
@@ -110,7 +109,7 @@ def calibrate(
     if needs_training_scores(method):
         if training_scores is None:
             msg = f"threshold method {method!r} needs the training windows' scores as well as the hold-out's"
-            raise ExportError(msg)
+            raise CalibrationError(msg)
         arrays.append(_checked_scores(training_scores, "training"))
     fn = METHODS[method]
     try:
@@ -129,9 +128,9 @@ def _checked_scores(scores: np.ndarray, which: str) -> np.ndarray:
     values = np.asarray(scores, dtype=np.float64)
     if values.ndim != 1 or values.size == 0:
         msg = f"expected a non-empty 1-D array of {which} scores, got shape {values.shape}"
-        raise ExportError(msg)
+        raise CalibrationError(msg)
     if not np.all(np.isfinite(values)):
         bad = int(np.count_nonzero(~np.isfinite(values)))
         msg = f"expected finite {which} scores to calibrate on, got {bad} NaN or infinite of {values.size}"
-        raise ExportError(msg)
+        raise CalibrationError(msg)
     return values

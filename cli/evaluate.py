@@ -1,4 +1,4 @@
-"""The flags of `edgevae evaluate` and the command itself; the protocols are in `training.evaluate`."""
+"""The flags of `edgevae evaluate` and the command itself; the protocols are in `edgevae.evaluation.evaluate`."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from export.threshold import METHODS
-from training.evaluate import PRECISIONS, PROTOCOLS, EvalConfig, evaluate
+from edgevae.core.thresholds import METHODS
+from edgevae.evaluation.evaluate import PRECISIONS, PROTOCOLS, EvalConfig, evaluate
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -124,11 +124,11 @@ def config_from_args(args: argparse.Namespace) -> EvalConfig:
 
 
 def run_from_args(args: argparse.Namespace) -> int:
-    from training.report import write_report
+    from edgevae.evaluation.report import write_report
 
     cfg = config_from_args(args)
     if args.sweep:
-        from training.sweep import sweep, write_sweep
+        from edgevae.evaluation.sweep import sweep, write_sweep
 
         print(write_sweep(sweep(cfg), cfg.out).read_text())
         return 0

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from training.embedded_broker import EmbeddedBroker
+from edgevae.demo.embedded_broker import EmbeddedBroker
 
 logger = logging.getLogger(__name__)
 

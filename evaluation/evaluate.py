@@ -1,6 +1,6 @@
 """`edgevae evaluate`: detection quality on SKAB through exported bundles and the agent's runtime code.
 
-Two protocols, both scored point-wise from the agent's debounced decisions (`agent.offline.score_table`):
+Two protocols, both scored point-wise from the agent's debounced decisions (`edgevae.agent.offline.score_table`):
 
 - leaderboard: SKAB's own. For each labelled file, fit on its first 400 rows, test on the rest.
 - deployment: one model trained on `anomaly-free/anomaly-free.csv`, one threshold, every labelled file
@@ -22,13 +22,13 @@ from typing import Any
 
 import numpy as np
 
-from agent.bundle import Debounce
-from agent.offline import score_table
-from agent.table import Table, read_table, write_table
-from agent.window import sliding_windows
-from export.threshold import needs_training_scores
-from training import metrics
-from training.data import split_rows
+from edgevae.agent.offline import score_table
+from edgevae.agent.table import Table, read_table, write_table
+from edgevae.core import metrics
+from edgevae.core.decision import Debounce
+from edgevae.core.thresholds import needs_training_scores
+from edgevae.core.window import sliding_windows
+from edgevae.training.data import split_rows
 
 logger = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ def _numeric_stem(path: Path) -> tuple[int, str]:
 
 
 def _train(cfg: EvalConfig, data: Path, out: Path) -> Path:
-    from training.train_vae import TrainConfig, train
+    from edgevae.training.train_vae import TrainConfig, train
 
     train_cfg = TrainConfig(
         data=data,
@@ -123,7 +123,7 @@ def _train(cfg: EvalConfig, data: Path, out: Path) -> Path:
 
 
 def _export(cfg: EvalConfig, run: Path, out: Path, precision: str) -> Path:
-    from export.bundle_writer import export_bundle
+    from edgevae.export.bundle_writer import export_bundle
 
     report = export_bundle(
         run,
@@ -228,7 +228,7 @@ def summarize(results: list[FileResult]) -> dict[str, float]:
 
 
 def evaluate(cfg: EvalConfig, work: Path | None = None) -> dict[str, Any]:
-    """Run the configured protocols; returns the results document that `training.report` writes out."""
+    """Run the configured protocols; returns the results document that `edgevae.evaluation.report` writes out."""
     files = labelled_files(cfg.data)[: cfg.max_files]
     started = time.perf_counter()
     runs = {"leaderboard": run_leaderboard, "deployment": run_deployment}

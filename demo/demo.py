@@ -21,9 +21,9 @@ import numpy as np
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from agent.table import Table, read_table
-from training.broker import Broker, start_broker
-from training.simulate import Fault, random_faults, simulate_plant
+from edgevae.agent.table import Table, read_table
+from edgevae.demo.broker import Broker, start_broker
+from edgevae.training.simulate import Fault, random_faults, simulate_plant
 
 TOPIC_ROOT = "demo"
 PREFIX = "edgevae"
@@ -70,8 +70,8 @@ def _banner(text: str) -> None:
 
 
 def _train_and_export(args: argparse.Namespace) -> Path:
-    from export.bundle_writer import export_bundle
-    from training.train_vae import TrainConfig, train
+    from edgevae.export.bundle_writer import export_bundle
+    from edgevae.training.train_vae import TrainConfig, train
 
     _banner("training a VAE" + (f" on {args.data}" if args.data else " on the simulated plant"))
     started = time.perf_counter()
@@ -199,7 +199,7 @@ def _start_agent(bundle: Path, broker: Broker, workdir: Path) -> subprocess.Pope
     log = (workdir / "agent.log").open("wb")
     print(f"agent log: {workdir / 'agent.log'}")
     return subprocess.Popen(
-        [sys.executable, "-m", "agent", "--config", str(config)], env=env, stdout=log, stderr=subprocess.STDOUT
+        [sys.executable, "-m", "edgevae.agent", "--config", str(config)], env=env, stdout=log, stderr=subprocess.STDOUT
     )
 
 
@@ -233,7 +233,7 @@ def run_demo(args: argparse.Namespace) -> int:
     for own in ("run", "bundle"):
         shutil.rmtree(args.workdir / own, ignore_errors=True)
     bundle = _train_and_export(args)
-    from agent.bundle import load_bundle
+    from edgevae.agent.bundle import load_bundle
 
     manifest = load_bundle(bundle).manifest
     streams, injected = _replay_streams(args, manifest.channels)

@@ -1,0 +1,1 @@
+"""The `edgevae` command line: train, export, score, evaluate and demo."""
