@@ -15,7 +15,8 @@ logger = logging.getLogger(__name__)
 
 
 def _train(args: argparse.Namespace) -> int:
-    from edgevae.training.train_vae import config_from_args, train
+    from edgevae.training.config import config_from_args
+    from edgevae.training.train_vae import train
 
     run_dir = train(config_from_args(args))
     print(f"run written to {run_dir}")
@@ -23,9 +24,10 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from edgevae.cli.export import run_from_args
+    from edgevae.export.options import export_from_args
 
-    return run_from_args(args)
+    print(export_from_args(args).summary())
+    return 0
 
 
 def _score(args: argparse.Namespace) -> int:
@@ -52,7 +54,7 @@ def _add_train(sub: argparse._SubParsersAction[argparse.ArgumentParser], command
     parser = sub.add_parser("train", help="learn a VAE of normal sensor windows")
     # Importing train_vae pulls in torch; only pay for that when `train` is the command.
     if command == "train":
-        from edgevae.training.train_vae import add_arguments
+        from edgevae.training.config import add_arguments
 
         add_arguments(parser)
     parser.set_defaults(func=_train)
@@ -61,7 +63,7 @@ def _add_train(sub: argparse._SubParsersAction[argparse.ArgumentParser], command
 def _add_export(sub: argparse._SubParsersAction[argparse.ArgumentParser], command: str | None) -> None:
     parser = sub.add_parser("export", help="compress and export a trained run to a model bundle")
     if command == "export":
-        from edgevae.cli.export import add_arguments
+        from edgevae.export.options import add_arguments
 
         add_arguments(parser)
     parser.set_defaults(func=_export)
@@ -131,11 +133,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         code: int = args.func(args)
     except EdgeVAEError as exc:
-        print(f"edgevae {args.command}: error: {exc}", file=sys.stderr)
-        return 2
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"edgevae {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        # Our own errors say what is wrong and what to do in one line; anything else is a bug and keeps its
+        # traceback (exit 1). The exit codes are drawn in edgevae.core.errors.
+        print(f"edgevae {args.command}: error: {exc.describe()}", file=sys.stderr)
+        return exc.exit_code
     return code
 
 

@@ -45,7 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--workdir", type=Path, default=Path(".demo"), help="where runs and bundles go (default: .demo)"
     )
-    parser.add_argument("--epochs", type=int, default=40, help="training epochs at most (default: 40)")
+    parser.add_argument("--epochs", type=int, default=None, help="training epochs at most (default: edgevae train's)")
     parser.add_argument("--precision", choices=["fp32", "fp16", "int8"], default="int8", help="bundle precision")
     # What to replay
     parser.add_argument("--devices", type=int, default=3, help="simulated devices streaming at once (default: 3)")
@@ -75,7 +75,10 @@ def _train_and_export(args: argparse.Namespace) -> Path:
 
     _banner("training a VAE" + (f" on {args.data}" if args.data else " on the simulated plant"))
     started = time.perf_counter()
-    run_dir = train(TrainConfig(data=args.data, out=args.workdir / "run", epochs=args.epochs, seed=args.seed))
+    cfg = TrainConfig(data=args.data, out=args.workdir / "run", seed=args.seed)
+    if args.epochs is not None:
+        cfg.epochs = args.epochs
+    run_dir = train(cfg)
     meta = json.loads((run_dir / "meta.json").read_text())
     print(f"trained in {time.perf_counter() - started:.1f} s; best validation metrics: {meta['metrics']}")
 

@@ -9,26 +9,25 @@ Two protocols, both scored point-wise from the agent's debounced decisions (`edg
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from edgevae.agent.bundle import load_bundle
 from edgevae.agent.offline import score_table
 from edgevae.agent.table import Table, read_table, write_table
 from edgevae.core import metrics
-from edgevae.core.decision import Debounce
-from edgevae.core.thresholds import needs_training_scores
-from edgevae.core.window import sliding_windows
-from edgevae.training.data import split_rows
+from edgevae.core.errors import ConfigError, DataError
 
 logger = logging.getLogger(__name__)
 
@@ -41,31 +40,21 @@ ANOMALY_FREE = Path("anomaly-free") / "anomaly-free.csv"
 
 @dataclass
 class EvalConfig:
+    """What to evaluate. Models are trained and exported with `edgevae train` and `edgevae export`'s own
+    defaults; `train_flags` and `export_flags` add flags to those commands (the model-selection sweep's
+    variants), and a report states them."""
+
     data: Path
     out: Path
     protocols: tuple[str, ...] = PROTOCOLS
     precisions: tuple[str, ...] = PRECISIONS
     max_files: int | None = None
-    # Model, training and decision: the winners of the model selection (docs/skab/model-selection.md).
-    window: int = 32
-    arch: str = "conv"
-    hidden: int = 32
-    latent: int = 4
-    likelihood: str = "mse"
-    beta: float = 0.02
-    kl_warmup_epochs: int = 10
-    std_floor_rel: float = 0.01
-    splits: tuple[float, float, float] = (0.85, 0.15, 0.0)
-    epochs: int = 15
-    batch_size: int = 256
-    patience: int = 8
     seed: int = 0
-    threads: int | None = 1
-    threshold_method: str = "scaled-quantile"
-    threshold_params: dict[str, Any] = field(default_factory=lambda: {"q": 0.99, "ratio_q": 0.95, "margin": 1.85})
-    trigger: int = 3
-    clear: int = 30
-    score_rows: int | None = 8  # 0: the whole window
+    # One torch thread: results are reproducible for a given thread count, and two evaluations can share a
+    # 2-core machine.
+    threads: int = 1
+    train_flags: tuple[str, ...] = ()
+    export_flags: tuple[str, ...] = ()
     plots: bool = True
 
 
@@ -77,6 +66,7 @@ class FileResult:
     ratio: np.ndarray  # (rows,) score / threshold (NaN before the first full window)
     timestamps: np.ndarray
     threshold: float
+    model: dict[str, Any]  # what the defaults made: architecture, sizes, threshold rule, debounce
 
     @property
     def confusion(self) -> metrics.Confusion:
@@ -86,8 +76,8 @@ class FileResult:
 def labelled_files(root: Path) -> list[Path]:
     files = [p for folder in LABELLED_FOLDERS for p in sorted((root / folder).glob("*.csv"), key=_numeric_stem)]
     if not files:
-        msg = f"{root}: no SKAB files under {', '.join(LABELLED_FOLDERS)} (expected SKAB's data/ folder)"
-        raise FileNotFoundError(msg)
+        msg = f"{root}: no SKAB files under {', '.join(LABELLED_FOLDERS)}"
+        raise DataError(msg, remedy="pass SKAB's data/ folder to --data")
     return files
 
 
@@ -96,46 +86,50 @@ def _numeric_stem(path: Path) -> tuple[int, str]:
 
 
 def _train(cfg: EvalConfig, data: Path, out: Path) -> Path:
-    from edgevae.training.train_vae import TrainConfig, train
+    """`edgevae train --data DATA --out OUT` with the evaluation's seed and thread count."""
+    from edgevae.training.config import add_arguments, config_from_args
+    from edgevae.training.train_vae import train
 
-    train_cfg = TrainConfig(
-        data=data,
-        out=out,
-        window=cfg.window,
-        stride=1,  # point-wise evaluation: every row ends a window of its own
-        arch=cfg.arch,
-        hidden=cfg.hidden,
-        latent=cfg.latent,
-        likelihood=cfg.likelihood,
-        beta=cfg.beta,
-        kl_warmup_epochs=cfg.kl_warmup_epochs,
-        std_floor_rel=cfg.std_floor_rel,
-        splits=cfg.splits,
-        epochs=cfg.epochs,
-        batch_size=cfg.batch_size,
-        patience=cfg.patience,
-        seed=cfg.seed,
-        threads=cfg.threads,
-        device="cpu",
-        progress=False,
-    )
-    return train(train_cfg)
+    system = ["--seed", str(cfg.seed), "--threads", str(cfg.threads), "--device", "cpu", "--no-progress"]
+    argv = ["--data", str(data), "--out", str(out), *system, *cfg.train_flags]
+    return train(config_from_args(_parse(add_arguments, argv)))
 
 
 def _export(cfg: EvalConfig, run: Path, out: Path, precision: str) -> Path:
-    from edgevae.export.bundle_writer import export_bundle
+    """`edgevae export --run RUN --out OUT --precision P`."""
+    from edgevae.export.options import add_arguments, export_from_args
 
-    report = export_bundle(
-        run,
-        out,
-        precision=precision,
-        threshold_method=cfg.threshold_method,
-        threshold_params=dict(cfg.threshold_params),
-        model_version="eval",
-        debounce=Debounce(cfg.trigger, cfg.clear),
-        score_rows=cfg.score_rows,
-    )
-    return report.bundle
+    argv = ["--run", str(run), "--out", str(out), "--precision", precision, "--model-version", "eval"]
+    argv += cfg.export_flags
+    return export_from_args(_parse(add_arguments, argv)).bundle
+
+
+def _parse(add_arguments: Callable[[argparse.ArgumentParser], None], argv: list[str]) -> argparse.Namespace:
+    """`argv` parsed by a command's own flags: what the command line would have made of it."""
+    parser = argparse.ArgumentParser(exit_on_error=False)
+    add_arguments(parser)
+    try:
+        return parser.parse_args(argv)
+    except argparse.ArgumentError as exc:
+        raise ConfigError(f"{' '.join(argv)}: {exc}") from exc
+
+
+def _describe(bundle: Path) -> dict[str, Any]:
+    m = load_bundle(bundle).manifest
+    model_cfg = m.training.get("model_config", {})
+    return {
+        "architecture": m.architecture,
+        "window": m.window,
+        "stride": m.stride,
+        "score_rows": m.score_rows,
+        "hidden": model_cfg.get("hidden"),
+        "latent": model_cfg.get("latent"),
+        "epochs_run": m.training.get("metrics", {}).get("epochs_run"),
+        "threshold_method": m.threshold.method,
+        "threshold_params": m.threshold.params,
+        "calibration_windows": m.threshold.calibration_windows,
+        "debounce": [m.debounce.trigger, m.debounce.clear],
+    }
 
 
 def _score(bundle: Path, table: Table, first_test_row: int, name: str) -> FileResult:
@@ -144,28 +138,8 @@ def _score(bundle: Path, table: Table, first_test_row: int, name: str) -> FileRe
     ratio = np.array([np.nan if r.score is None else r.score / threshold for r in rows])
     labels = table.labels[first_test_row:] if table.labels is not None else np.zeros(len(rows), dtype=np.int8)
     predictions = np.array([r.is_anomaly for r in rows], dtype=np.int8)
-    return FileResult(name, labels.astype(np.int8), predictions, ratio, table.timestamps[first_test_row:], threshold)
-
-
-def _calibrate_on_fit_rows(run: Path, values: np.ndarray, cfg: EvalConfig) -> None:
-    """Calibrate the threshold on the fit rows only, as the leaderboard protocol allows nothing else.
-
-    Four hundred rows leave too few unseen windows for a tail quantile of their own. A method that compares
-    training with hold-out scores (scaled-quantile) gets every training window, and as hold-out every window
-    whose scored rows all lie in the validation rows the model never fit. Any other method gets every window
-    of the fit rows, most of them in-sample, which its margin has to make up for.
-    """
-    path = run / "calibration.npz"
-    with np.load(path) as cal:
-        arrays = {key: cal[key] for key in cal.files}
-    windows = {"holdout": values}
-    if needs_training_scores(cfg.threshold_method):
-        train_rows = split_rows(len(values), cfg.splits)[0].stop
-        first_holdout = max(0, train_rows + (cfg.score_rows or cfg.window) - cfg.window)
-        windows = {"train_sample": values[:train_rows], "holdout": values[first_holdout:]}
-    for key, rows in windows.items():
-        arrays[key] = np.ascontiguousarray(sliding_windows(rows, cfg.window, 1), dtype=np.float32)
-    np.savez_compressed(path, **arrays)
+    timestamps = table.timestamps[first_test_row:]
+    return FileResult(name, labels.astype(np.int8), predictions, ratio, timestamps, threshold, _describe(bundle))
 
 
 def run_leaderboard(cfg: EvalConfig, files: list[Path], work: Path) -> dict[str, list[FileResult]]:
@@ -178,7 +152,6 @@ def run_leaderboard(cfg: EvalConfig, files: list[Path], work: Path) -> dict[str,
         fit_csv.parent.mkdir(parents=True, exist_ok=True)
         write_table(fit, fit_csv)
         run = _train(cfg, fit_csv, work / "runs" / fit_csv.stem)
-        _calibrate_on_fit_rows(run, fit.values, cfg)
         for precision in cfg.precisions:
             bundle = _export(cfg, run, work / "bundles" / f"{fit_csv.stem}-{precision}", precision)
             results[precision].append(_score(bundle, table, FIT_ROWS, name))
@@ -238,7 +211,7 @@ def evaluate(cfg: EvalConfig, work: Path | None = None) -> dict[str, Any]:
         for protocol in cfg.protocols:
             if protocol not in runs:
                 msg = f"protocol must be one of {PROTOCOLS}, got {protocol!r}"
-                raise ValueError(msg)
+                raise ConfigError(msg)
             per_file[protocol] = runs[protocol](cfg, files, tmp / protocol)
             document["results"][protocol] = {p: summarize(r) for p, r in per_file[protocol].items()}
     document["seconds"] = round(time.perf_counter() - started, 1)

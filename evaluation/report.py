@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,10 @@ def write_report(document: dict[str, Any], out: Path, plots: bool = True) -> dic
     results = {k: v for k, v in document.items() if k != "per_file"}
     results["per_file"] = {
         protocol: {
-            precision: [{"file": r.name, **_counts(r.confusion), "threshold": r.threshold} for r in file_results]
+            precision: [
+                {"file": r.name, **_counts(r.confusion), "threshold": r.threshold, "model": r.model}
+                for r in file_results
+            ]
             for precision, file_results in by_precision.items()
         }
         for protocol, by_precision in per_file.items()
@@ -72,6 +76,25 @@ def _fmt(value: Any, digits: int = 2) -> str:
     return f"{value:.{digits}f}"
 
 
+def _models(results: dict[str, Any]) -> list[str]:
+    """What the defaults made, per protocol: the first file's model and how often each threshold rule won."""
+    lines = []
+    for protocol, by_precision in results.get("per_file", {}).items():
+        files = next(iter(by_precision.values()), [])
+        if not files:
+            continue
+        models = [f["model"] for f in files]
+        m = models[0]
+        rules = Counter(str(x["threshold_method"]) for x in models)
+        lines.append(
+            f"- {protocol}: {m['architecture']}, window {m['window']}, stride {m['stride']}, scored rows "
+            f"{m['score_rows']}, hidden {m['hidden']}, latent {m['latent']}; threshold rule "
+            + ", ".join(f"{rule} ({n} of {len(models)} models)" for rule, n in rules.items())
+            + f" with {m['threshold_params']}; debounce trigger {m['debounce'][0]}, clear {m['debounce'][1]}."
+        )
+    return lines
+
+
 def markdown(results: dict[str, Any], images: list[Path]) -> str:
     cfg = results["config"]
     lines = [
@@ -83,10 +106,15 @@ def markdown(results: dict[str, Any], images: list[Path]) -> str:
         'AUPRC rank every test row by its score over the threshold. "Flag everything" marks every test row',
         "anomalous.",
         "",
-        f"Model: {cfg['arch']} VAE, window {cfg['window']}, hidden {cfg['hidden']}, latent {cfg['latent']}, "
-        f"{cfg['likelihood']} likelihood, beta {cfg['beta']}; threshold {cfg['threshold_method']} "
-        f"{cfg['threshold_params']}; debounce {cfg['trigger']}/{cfg['clear']}. {len(results['files'])} files, "
-        f"{results['seconds']} s.",
+        "Every model is trained by `edgevae train` and exported by `edgevae export` with their default flags"
+        + (
+            f", plus `{' '.join(cfg['train_flags'])}` for train and `{' '.join(cfg['export_flags'])}` for export"
+            if cfg["train_flags"] or cfg["export_flags"]
+            else ""
+        )
+        + f"; seed {cfg['seed']}. {len(results['files'])} files, {results['seconds']} s.",
+        "",
+        *_models(results),
         "",
     ]
     titles = {

@@ -21,6 +21,11 @@ class Run:
     graph: ScoringGraph
     holdout: np.ndarray
     train_sample: np.ndarray
+    holdout_unseen_rows: np.ndarray  # (n,) newest rows of each hold-out window the model never fit
+
+    def calibration_windows(self, score_rows: int) -> np.ndarray:
+        """The hold-out windows whose `score_rows` scored rows were all unseen in training."""
+        return self.holdout[self.holdout_unseen_rows >= score_rows]
 
 
 def load_run(run_dir: Path) -> Run:
@@ -45,5 +50,9 @@ def load_run(run_dir: Path) -> Run:
                 f"got {array.shape}"
             )
             raise ExportError(msg)
+    if run.holdout_unseen_rows.shape != (len(run.holdout),):
+        msg = f"{run_dir}/calibration.npz: expected one `holdout_unseen_rows` entry per hold-out window"
+        raise ExportError(msg)
     graph = ScoringGraph(run.model, run.mean, run.std)
-    return Run(run_dir, run.meta, graph, run.holdout.astype(np.float32), run.train_sample.astype(np.float32))
+    holdout, train_sample = run.holdout.astype(np.float32), run.train_sample.astype(np.float32)
+    return Run(run_dir, run.meta, graph, holdout, train_sample, run.holdout_unseen_rows)

@@ -21,8 +21,8 @@ import torch
 
 from edgevae.agent.bundle import Manifest, describe_files, load_bundle, pack, write_manifest
 from edgevae.core.decision import Debounce, Threshold
-from edgevae.core.errors import ExportError
-from edgevae.core.thresholds import calibrate, needs_training_scores
+from edgevae.core.errors import CalibrationError, ExportError
+from edgevae.core.thresholds import AUTO, calibrate, choose_method, needs_training_scores
 from edgevae.export import parity
 from edgevae.export._rundir import Run, load_run
 from edgevae.export.onnx import DEFAULT_OPSET, set_metadata, to_onnx
@@ -54,6 +54,8 @@ class ExportReport:
 
     def summary(self) -> str:
         """The figures of the export in a readable block (what `edgevae export` prints)."""
+        from edgevae.export.summary import format_report
+
         return format_report(self)
 
 
@@ -61,7 +63,7 @@ def export_bundle(
     run_dir: str | Path,
     out: str | Path,
     precision: Precision | str = Precision.INT8,
-    threshold_method: str = "pot",
+    threshold_method: str = AUTO,
     threshold_params: dict[str, Any] | None = None,
     model_id: str | None = None,
     model_version: str | None = None,
@@ -72,74 +74,38 @@ def export_bundle(
 ) -> ExportReport:
     """Export run `run_dir` into the bundle folder `out` (and `<out>.tar.gz` when `archive`).
 
-    `score_rows`: how many of each window's newest rows the score covers, the rest being context; 0 scores
-    the whole window, None picks `auto_score_rows`.
+    `threshold_method` "auto" picks the rule that fits the hold-out (`choose_method`); `score_rows`: how many
+    of each window's newest rows the score covers, the rest being context; 0 scores the whole window, None
+    picks `auto_score_rows`.
     """
     started = time.perf_counter()
     run_dir, out, precision = Path(run_dir), Path(out), Precision(precision)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        msg = f"{out} already exists and is not an empty folder; choose a new --out or remove it"
-        raise ExportError(msg)
-    archive_path = out.with_name(out.name + ".tar.gz")
-    if archive and archive_path.exists():
-        msg = f"{archive_path} already exists; choose a new --out or remove it"
-        raise ExportError(msg)
+    archive_path = _check_destination(out, archive)
     if tensorrt:
         require_tensorrt()  # fail before minutes of work, not after
     debounce = debounce or Debounce()
     run = load_run(run_dir)
-    meta, graph = run.meta, run.graph
-    if score_rows is None:
-        score_rows = auto_score_rows(graph.window, int(meta["stride"]), debounce.trigger)
-    try:
-        graph.score_rows = min(score_rows, graph.window) or graph.window
-    except ValueError as exc:
-        raise ExportError(str(exc)) from exc
-    model_id = model_id or str(meta.get("model_id") or run_dir.resolve().name)
+    _set_score_rows(run, score_rows, debounce)
+    model_id = model_id or str(run.meta.get("model_id") or run_dir.resolve().name)
     model_version = model_version or dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d.%H%M%S")
     metadata = {"edgevae.model_id": model_id, "edgevae.model_version": model_version}
-    metadata["edgevae.channels"] = ",".join(meta["channels"])
+    metadata["edgevae.channels"] = ",".join(run.meta["channels"])
+    rule = _threshold_rule(run, threshold_method, threshold_params)
 
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     staging.chmod(0o755)  # mkdtemp makes it private; a bundle is meant to be read by the agent's user
     try:
-        threshold, export_info, shipped_scores = _write_model(
-            run,
-            staging,
-            precision,
-            threshold_method,
-            threshold_params or {},
-            metadata,
-            # TensorRT takes only symmetric (zero-point 0) Q/DQ; ONNX Runtime is more accurate asymmetric.
-            Int8Settings(symmetric=tensorrt),
-        )
+        # TensorRT takes only symmetric (zero-point 0) Q/DQ; ONNX Runtime is more accurate asymmetric.
+        written = _write_model(run, staging, precision, rule, metadata, Int8Settings(symmetric=tensorrt))
         files = [MODEL_FILE]
         if tensorrt:
-            export_info["tensorrt"] = build_engine(
-                staging / MODEL_FILE, staging / PLAN_NAME, graph.window, graph.channels
+            written.info["tensorrt"] = build_engine(
+                staging / MODEL_FILE, staging / PLAN_NAME, run.graph.window, run.graph.channels
             )
             files.append(PLAN_NAME)
-        export_info["seconds"] = round(time.perf_counter() - started, 3)
-        manifest = Manifest(
-            model_id=model_id,
-            model_version=model_version,
-            channels=tuple(meta["channels"]),
-            window=graph.window,
-            stride=int(meta["stride"]),
-            sample_period_s=float(meta["sample_period_s"]),
-            precision=precision.value,
-            model_file=MODEL_FILE,
-            threshold=threshold,
-            debounce=debounce,
-            files=describe_files(staging, files),
-            created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            architecture=f"vae-{graph.vae.cfg.arch}",
-            score_kind=graph.score_kind,
-            score_rows=graph.score_rows,
-            training=_training_section(run),
-            export=export_info,
-        )
+        written.info["seconds"] = round(time.perf_counter() - started, 3)
+        manifest = _manifest(run, staging, files, precision, written, debounce, model_id, model_version)
         write_manifest(staging, manifest)
         if out.exists():
             out.rmdir()
@@ -147,30 +113,67 @@ def export_bundle(
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-
-    try:
-        if archive:
-            pack(out, archive_path)
-        _self_check(out, archive_path if archive else None, manifest, run.holdout[:8], shipped_scores[:8])
-    except BaseException:
-        # A bundle that does not read back as written must not be left where a deployment could pick it up.
-        shutil.rmtree(out, ignore_errors=True)
-        archive_path.unlink(missing_ok=True)
-        raise
+    _pack_and_check(out, archive_path if archive else None, manifest, run.holdout[:8], written.scores[:8])
     seconds = time.perf_counter() - started
     logger.info("bundle %s written in %.2f s", out, seconds)
     return ExportReport(out, archive_path if archive else None, manifest, seconds)
 
 
+def _check_destination(out: Path, archive: bool) -> Path:
+    """Refuse to overwrite anything; returns where the archive would go."""
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        msg = f"{out} already exists and is not an empty folder"
+        raise ExportError(msg, remedy="choose a new --out or remove it")
+    archive_path = out.with_name(out.name + ".tar.gz")
+    if archive and archive_path.exists():
+        msg = f"{archive_path} already exists"
+        raise ExportError(msg, remedy="choose a new --out or remove it")
+    return archive_path
+
+
+def _set_score_rows(run: Run, score_rows: int | None, debounce: Debounce) -> None:
+    graph = run.graph
+    if score_rows is None:
+        score_rows = auto_score_rows(graph.window, int(run.meta["stride"]), debounce.trigger)
+    try:
+        graph.score_rows = min(score_rows, graph.window) or graph.window
+    except ValueError as exc:
+        raise ExportError(str(exc)) from exc
+
+
+@dataclass(frozen=True)
+class _Rule:
+    method: str
+    params: dict[str, Any]
+    reason: str  # why this rule: chosen for the data, or given by the caller
+    windows: np.ndarray  # the hold-out windows it calibrates on
+
+
+def _threshold_rule(run: Run, method: str, params: dict[str, Any] | None) -> _Rule:
+    """The threshold rule and the hold-out windows whose scored rows the model never fit."""
+    windows = run.calibration_windows(run.graph.score_rows)
+    if len(windows) == 0:
+        msg = (
+            f"{run.root}: none of the {len(run.holdout)} hold-out windows has {run.graph.score_rows} unseen rows "
+            "to calibrate a threshold on"
+        )
+        raise CalibrationError(msg, remedy="train on more normal data, or export with a smaller --score-rows")
+    if method == AUTO:
+        choice = choose_method(len(windows), run.graph.score_kind)
+        return _Rule(choice.method, dict(params or {}), choice.reason, windows)
+    return _Rule(method, dict(params or {}), "set by --threshold-method", windows)
+
+
+@dataclass
+class _Written:
+    threshold: Threshold
+    info: dict[str, Any]  # the manifest's `export` section
+    scores: np.ndarray  # the shipped model's scores of the run's hold-out windows
+
+
 def _write_model(
-    run: Run,
-    staging: Path,
-    precision: Precision,
-    threshold_method: str,
-    threshold_params: dict[str, Any],
-    metadata: dict[str, str],
-    int8: Int8Settings,
-) -> tuple[Threshold, dict[str, Any], np.ndarray]:
+    run: Run, staging: Path, precision: Precision, rule: _Rule, metadata: dict[str, str], int8: Int8Settings
+) -> _Written:
     """Export, check against torch, compress into `staging`, and calibrate on the shipped model's scores."""
     graph = run.graph
     with tempfile.TemporaryDirectory(prefix="edgevae-export-") as tmp:
@@ -185,16 +188,16 @@ def _write_model(
         compression = compress(fp32_path, shipped, precision, run.train_sample, int8)
         set_metadata(shipped, {**metadata, "edgevae.precision": precision.value})
         # The threshold is calibrated on the scores of the model that ships, through the agent's backend.
+        threshold = _calibrate(shipped, run, rule)
+        fp32_threshold = _calibrate(fp32_path, run, rule)
         shipped_scores = parity.onnx_scores(shipped, run.holdout).score
-        fp32_scores = parity.onnx_scores(fp32_path, run.holdout).score
-        with_training = needs_training_scores(threshold_method)
-        shipped_train = parity.onnx_scores(shipped, run.train_sample).score if with_training else None
-        fp32_train = parity.onnx_scores(fp32_path, run.train_sample).score if with_training else None
-        threshold = calibrate(shipped_scores, threshold_method, shipped_train, **threshold_params)
-        fp32_threshold = calibrate(fp32_scores, threshold_method, fp32_train, **threshold_params)
-        fidelity = parity.compare(fp32_scores, shipped_scores, fp32_threshold.value, threshold.value, graph.score_kind)
+        calibration_scores = parity.onnx_scores(shipped, rule.windows).score
+        fp32_scores = parity.onnx_scores(fp32_path, rule.windows).score
+        fidelity = parity.compare(
+            fp32_scores, calibration_scores, fp32_threshold.value, threshold.value, graph.score_kind
+        )
         fp32_bytes = fp32_path.stat().st_size
-    export_info: dict[str, Any] = {
+    info: dict[str, Any] = {
         "exporter": {
             "torch": torch.__version__,
             "onnx": onnx.__version__,
@@ -206,8 +209,62 @@ def _write_model(
         "parity": {"torch_vs_onnx_fp32": torch_vs_onnx, "shipped_vs_fp32": _finite(fidelity.to_dict())},
         "sizes": {"fp32_bytes": fp32_bytes, "shipped_bytes": shipped.stat().st_size},
         "fp32_threshold": fp32_threshold.value,
+        "threshold_choice": {"method": rule.method, "reason": rule.reason},
     }
-    return threshold, export_info, shipped_scores
+    return _Written(threshold, info, shipped_scores)
+
+
+def _calibrate(model: Path, run: Run, rule: _Rule) -> Threshold:
+    scores = parity.onnx_scores(model, rule.windows).score
+    training = parity.onnx_scores(model, run.train_sample).score if needs_training_scores(rule.method) else None
+    return calibrate(scores, rule.method, training, **rule.params)
+
+
+def _manifest(
+    run: Run,
+    staging: Path,
+    files: list[str],
+    precision: Precision,
+    written: _Written,
+    debounce: Debounce,
+    model_id: str,
+    model_version: str,
+) -> Manifest:
+    graph = run.graph
+    return Manifest(
+        model_id=model_id,
+        model_version=model_version,
+        channels=tuple(run.meta["channels"]),
+        window=graph.window,
+        stride=int(run.meta["stride"]),
+        sample_period_s=float(run.meta["sample_period_s"]),
+        precision=precision.value,
+        model_file=MODEL_FILE,
+        threshold=written.threshold,
+        debounce=debounce,
+        files=describe_files(staging, files),
+        created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        architecture=f"vae-{graph.vae.cfg.arch}",
+        score_kind=graph.score_kind,
+        score_rows=graph.score_rows,
+        training=_training_section(run),
+        export=written.info,
+    )
+
+
+def _pack_and_check(
+    out: Path, archive: Path | None, manifest: Manifest, windows: np.ndarray, scores: np.ndarray
+) -> None:
+    try:
+        if archive is not None:
+            pack(out, archive)
+        _self_check(out, archive, manifest, windows, scores)
+    except BaseException:
+        # A bundle that does not read back as written must not be left where a deployment could pick it up.
+        shutil.rmtree(out, ignore_errors=True)
+        if archive is not None:
+            archive.unlink(missing_ok=True)
+        raise
 
 
 def _training_section(run: Run) -> dict[str, Any]:
@@ -242,37 +299,3 @@ def _self_check(
             raise ExportError(msg)
         if path == archive:
             shutil.rmtree(bundle.root, ignore_errors=True)
-
-
-def format_report(report: ExportReport) -> str:
-    m = report.manifest
-    exp = m.export
-    tvo = exp["parity"]["torch_vs_onnx_fp32"]
-    fid = exp["parity"]["shipped_vs_fp32"]
-    sizes = exp["sizes"]
-    t = m.threshold
-    params = ", ".join(f"{k}={v}" for k, v in t.params.items())
-    lines = [
-        f"bundle          {report.bundle}" + (f"  (+ {report.archive})" if report.archive else ""),
-        f"model           {m.model_id} {m.model_version}  {m.architecture}, score {m.score_kind}, {m.precision}",
-        f"torch vs onnx   max rel error {tvo['max_rel_error_score']:.2e} score, "
-        f"{tvo['max_rel_error_channel_error']:.2e} channel error  ({tvo['windows']} windows)",
-        f"{m.precision} vs fp32    max rel {fid['max_rel_error']:.4f}, median rel {fid['median_rel_error']:.4f}, "
-        f"spearman {_fmt(fid['spearman'])}, decision flips {100 * fid['decision_flips']:.2f} % "
-        f"({fid['windows']} hold-out windows)",
-        f"size            fp32 {sizes['fp32_bytes']:,} B -> {m.precision} {sizes['shipped_bytes']:,} B "
-        f"({sizes['shipped_bytes'] / sizes['fp32_bytes']:.2f}x)",
-        f"threshold       {t.value:.6g}  ({t.method}: {params}; {t.calibration_windows} hold-out windows)",
-        f"debounce        trigger {m.debounce.trigger}, clear {m.debounce.clear}",
-    ]
-    if "tensorrt" in exp:
-        trt = exp["tensorrt"]
-        lines.append(f"tensorrt        {trt['plan_file']} (TensorRT {trt['tensorrt_version']}, {trt['gpu'] or 'GPU'})")
-    lines += [
-        f"took            {report.seconds:.2f} s",
-    ]
-    return "\n".join(lines)
-
-
-def _fmt(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.4f}"

@@ -16,8 +16,10 @@ from edgevae.export.graph import ScoringGraph
 
 logger = logging.getLogger(__name__)
 
-# torch and ONNX Runtime run the same float32 arithmetic; anything above this is a broken export.
-PARITY_RTOL = 1e-4
+# torch and ONNX Runtime run the same float32 arithmetic, in a different order: the demo model's worst
+# channel error differed by 1.1e-4 relative (a channel with errors near the floor). A broken export is off by
+# 1e-1 or more; 1e-3 tells the two apart with room on both sides.
+PARITY_RTOL = 1e-3
 _BATCH = 256
 
 

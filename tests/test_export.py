@@ -16,13 +16,14 @@ from rundir_fixture import CHANNELS, anomalous_windows, make_run_dir
 import edgevae.export.parity
 from edgevae.agent.backends import create_backend
 from edgevae.agent.bundle import CHANNEL_ERROR_OUTPUT, INPUT_NAME, SCORE_OUTPUT, describe_files, load_bundle
-from edgevae.cli.export import add_arguments, run_from_args
+from edgevae.cli.main import main
 from edgevae.core.errors import BundleError, ExportError
-from edgevae.core.thresholds import scaled_quantile_threshold
+from edgevae.core.thresholds import choose_method, default_params, scaled_quantile_threshold
 from edgevae.export._rundir import load_run
 from edgevae.export.bundle_writer import ExportReport, export_bundle
 from edgevae.export.graph import GraphOutputs
 from edgevae.export.onnx import to_onnx
+from edgevae.export.options import add_arguments
 from edgevae.export.parity import PARITY_RTOL, average_ranks, relative_error, spearman, torch_scores
 from edgevae.export.partition import scoring_arithmetic_nodes
 from edgevae.export.quantize import Precision, compress
@@ -100,9 +101,14 @@ def test_int8_bundle_manifest(int8_bundle: ExportReport, run_dir: Path) -> None:
     assert (m.channels, m.window, m.stride, m.sample_period_s) == (CHANNELS, 32, 8, 1.0)
     assert (m.architecture, m.score_kind) == ("vae-conv", "mse")
     assert m.files == describe_files(int8_bundle.bundle, ["model.onnx"])
-    assert m.threshold.method == "pot"
-    assert m.threshold.params == {"risk": 1e-3, "init_quantile": 0.98}
-    assert m.threshold.calibration_windows == len(load_run(run_dir).holdout)
+    # The default rule is chosen for the hold-out at hand, and every parameter is recorded.
+    run = load_run(run_dir)
+    windows = len(run.calibration_windows(m.score_rows))
+    assert m.threshold.calibration_windows == windows
+    choice = choose_method(windows)
+    assert m.threshold.method == choice.method
+    assert m.threshold.params == default_params(choice.method)
+    assert m.export["threshold_choice"] == {"method": choice.method, "reason": choice.reason}
     assert m.training["metrics"]["device"] == "cpu"
     parity = m.export["parity"]
     assert parity["torch_vs_onnx_fp32"]["max_rel_error_score"] <= PARITY_RTOL
@@ -224,30 +230,32 @@ def test_cli_flags_and_report(run_dir: Path, tmp_path: Path, capsys: pytest.Capt
     add_arguments(parser)
     for action in parser._actions[1:]:
         assert action.help, f"{action.dest} has no help"
-    args = parser.parse_args(
-        [
-            "--run",
-            str(run_dir),
-            "--out",
-            str(tmp_path / "b"),
-            "--precision",
-            "fp32",
-            "--threshold-method",
-            "quantile",
-            "--threshold-q",
-            "0.99",
-        ]
-        + ["--debounce-trigger", "2", "--debounce-clear", "4", "--model-version", "7"]
-    )
-    assert run_from_args(args) == 0
+    argv = [
+        "export",
+        "--run",
+        str(run_dir),
+        "--out",
+        str(tmp_path / "b"),
+        "--precision",
+        "fp32",
+        "--threshold-method",
+        "quantile",
+        "--threshold-q",
+        "0.99",
+    ] + ["--debounce-trigger", "2", "--debounce-clear", "4", "--model-version", "7"]
+    assert main(argv) == 0
     printed = capsys.readouterr().out
     assert "torch vs onnx" in printed
     assert "threshold" in printed
     m = load_bundle(tmp_path / "b").manifest
     assert (m.debounce.trigger, m.debounce.clear, m.threshold.params["q"], m.model_version) == (2, 4, 0.99, "7")
-    # a failure is reported, not raised
-    assert run_from_args(args) == 1
-    assert "already exists" in capsys.readouterr().err
+    # a failure is one line with its remedy and the export error's exit code, not a traceback
+    assert main(argv) == ExportError.exit_code == 7
+    err = capsys.readouterr().err
+    assert err.startswith("edgevae export: error: ")
+    assert "already exists" in err
+    assert "choose a new --out" in err
+    assert err.count("\n") == 1
 
 
 @pytest.mark.parametrize(
@@ -281,10 +289,8 @@ def test_parity_docstring_examples() -> None:
 def test_cli_rejects_a_threshold_flag_of_another_method(
     run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    parser = argparse.ArgumentParser()
-    add_arguments(parser)
-    args = parser.parse_args(["--run", str(run_dir), "--out", str(tmp_path / "b"), "--threshold-q", "0.99"])
-    assert run_from_args(args) == 2
+    argv = ["export", "--run", str(run_dir), "--out", str(tmp_path / "b"), "--threshold-method", "pot"]
+    assert main([*argv, "--threshold-q", "0.99"]) == 2
     assert "--threshold-q does not apply to --threshold-method pot" in capsys.readouterr().err
     assert not (tmp_path / "b").exists()
 
@@ -292,16 +298,18 @@ def test_cli_rejects_a_threshold_flag_of_another_method(
 def test_scaled_quantile_export_calibrates_on_the_shipped_models_training_and_holdout_scores(
     run_dir: Path, tmp_path: Path
 ) -> None:
-    parser = argparse.ArgumentParser()
-    add_arguments(parser)
     flags = ["--threshold-method", "scaled-quantile", "--threshold-q", "0.99", "--threshold-ratio-q", "0.9"]
-    args = parser.parse_args(["--run", str(run_dir), "--out", str(tmp_path / "b"), "--precision", "int8", *flags])
-    assert run_from_args(args) == 0
+    assert main(["export", "--run", str(run_dir), "--out", str(tmp_path / "b"), "--precision", "int8", *flags]) == 0
     bundle = load_bundle(tmp_path / "b")
     run = load_run(run_dir)
-    holdout = edgevae.export.parity.onnx_scores(bundle.model_path, run.holdout).score
+    # Calibrated on the hold-out windows whose scored rows the model never fit, and every training window.
+    windows = run.calibration_windows(bundle.manifest.score_rows)
+    assert 0 < len(windows) <= len(run.holdout)
+    holdout = edgevae.export.parity.onnx_scores(bundle.model_path, windows).score
     training = edgevae.export.parity.onnx_scores(bundle.model_path, run.train_sample).score
     t = bundle.manifest.threshold
-    assert (t.method, t.params) == ("scaled-quantile", {"q": 0.99, "ratio_q": 0.9, "margin": 1.0})
-    assert t.value == pytest.approx(scaled_quantile_threshold(holdout, training, q=0.99, ratio_q=0.9), rel=1e-6)
+    assert (t.method, t.params) == ("scaled-quantile", {"q": 0.99, "ratio_q": 0.9, "margin": 1.85})
+    assert t.calibration_windows == len(windows)
+    expected = scaled_quantile_threshold(holdout, training, q=0.99, ratio_q=0.9, margin=1.85)
+    assert t.value == pytest.approx(expected, rel=1e-6)
     assert t.value >= float(np.quantile(training, 0.99)) * (1 - 1e-6)

@@ -157,7 +157,7 @@ def test_calibrate_passes_training_scores_only_to_the_methods_that_take_them() -
     assert needs_training_scores("scaled-quantile")
     assert not needs_training_scores("quantile")
     assert not needs_training_scores("pot")
-    threshold = calibrate(2 * TRAINING, "scaled-quantile", TRAINING, q=0.5)
+    threshold = calibrate(2 * TRAINING, "scaled-quantile", TRAINING, q=0.5, margin=1.0)
     # the hold-out's window count is recorded; the score arrays are not parameters
     assert threshold.value == pytest.approx(1.0)
     assert (threshold.params, threshold.calibration_windows) == ({"q": 0.5, "ratio_q": 0.95, "margin": 1.0}, 101)

@@ -19,7 +19,8 @@ from edgevae.training import data
 from edgevae.training.checkpoint import RUN_FILES, load_run
 from edgevae.training.losses import beta_schedule, kl_to_standard_normal, reconstruction_nll
 from edgevae.training.simulate import Fault, simulate_plant
-from edgevae.training.train_vae import TrainConfig, add_arguments, config_from_args, train
+from edgevae.training.config import TrainConfig, add_arguments, config_from_args
+from edgevae.training.train_vae import train
 
 REPO = Path(__file__).resolve().parents[1]
 META_KEYS = {

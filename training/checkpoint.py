@@ -41,6 +41,8 @@ class Run:
     meta: dict[str, Any]
     holdout: np.ndarray  # (n, window, channels) raw float32 held-out normal windows
     train_sample: np.ndarray  # (n, window, channels) raw float32 training windows
+    # (n,) how many of each hold-out window's newest rows are unseen; runs written before it: all of them
+    holdout_unseen_rows: np.ndarray
 
     @property
     def channels(self) -> tuple[str, ...]:
@@ -81,9 +83,7 @@ def save_run(out: Path, model: WindowVAE, meta: dict[str, Any], calibration: dic
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     torch.save({"model_config": model.cfg.to_dict(), "state_dict": state}, out / MODEL_FILE)
     (out / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
-    np.savez_compressed(
-        out / CALIBRATION_FILE, holdout=calibration["holdout"], train_sample=calibration["train_sample"]
-    )
+    np.savez_compressed(out / CALIBRATION_FILE, **calibration)
     return out
 
 
@@ -103,7 +103,11 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> Run:
     meta.setdefault("model_config", model.cfg.to_dict())
     with np.load(run_dir / CALIBRATION_FILE) as calibration:
         holdout, train_sample = calibration["holdout"], calibration["train_sample"]
-    return Run(run_dir, model, meta, holdout, train_sample)
+        if "holdout_unseen_rows" in calibration.files:
+            unseen = calibration["holdout_unseen_rows"]
+        else:
+            unseen = np.full(len(holdout), holdout.shape[1] if holdout.ndim == 3 else 0, dtype=np.int64)
+    return Run(run_dir, model, meta, holdout, train_sample, unseen)
 
 
 def _patch_missing_keys(meta: dict[str, Any], run_dir: Path) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,6 +43,9 @@ class TrainingData:
     sample_period_s: float
     # Per split, the runs of consecutive normal rows (rows, channels) in raw units, in file order.
     splits: dict[str, list[np.ndarray]]
+    # Per split, the same runs as (rows, lead): each run preceded by the normal rows just before it (`lead`
+    # of them), which a window may read as context without those rows counting as unseen (`holdout_windows`).
+    context: dict[str, list[tuple[np.ndarray, int]]]
     simulated: dict[str, int] | None = None  # {"rows", "seed"} when the plant was simulated
 
     def describe(self) -> dict[str, Any]:
@@ -65,9 +68,15 @@ def load_training_tables(path: Path | None, sim_rows: int = 20_000, seed: int = 
 
 
 def load_training_data(
-    path: Path | None, sim_rows: int = 20_000, seed: int = 0, fractions: Sequence[float] = SPLIT_FRACTIONS
+    path: Path | None,
+    sim_rows: int = 20_000,
+    seed: int = 0,
+    fractions: Sequence[float] | Callable[[int], Sequence[float]] = SPLIT_FRACTIONS,
 ) -> TrainingData:
+    """Read the tables and split each chronologically; `fractions` may be a function of the total rows."""
     tables = load_training_tables(path, sim_rows=sim_rows, seed=seed)
+    if callable(fractions):
+        fractions = fractions(sum(t.rows for t in tables))
     channels = check_channels(tables)
     if path is None:
         digest = sha256_array(tables[0].values, seed)
@@ -76,12 +85,14 @@ def load_training_data(
         digest = sha256_files([Path(t.path) for t in tables])
         simulated = None
     splits: dict[str, list[np.ndarray]] = {name: [] for name in SPLITS}
+    context: dict[str, list[tuple[np.ndarray, int]]] = {name: [] for name in SPLITS}
     anomalous = 0
     for table in tables:
         labels = table.labels if table.labels is not None else np.zeros(table.rows, dtype=np.int8)
         anomalous += int(labels.sum())
         for name, part in zip(SPLITS, split_rows(table.rows, fractions), strict=True):
             splits[name].extend(normal_runs(table.values[part], labels[part]))
+            context[name].extend(_runs_with_context(table.values, labels, part))
     if anomalous:
         logger.info("dropped %d rows labelled anomalous; training is on normal rows only", anomalous)
     return TrainingData(
@@ -92,8 +103,48 @@ def load_training_data(
         anomalous_rows=anomalous,
         sample_period_s=sample_period(tables),
         splits=splits,
+        context=context,
         simulated=simulated,
     )
+
+
+def _runs_with_context(values: np.ndarray, labels: np.ndarray, part: slice) -> list[tuple[np.ndarray, int]]:
+    """The normal runs of `values[part]`, each extended back over the normal rows that precede it."""
+    abnormal = np.flatnonzero(labels != 0)
+    out = []
+    for run in normal_runs(np.arange(part.start, part.stop), labels[part]):
+        first, stop = int(run[0]), int(run[-1]) + 1
+        before = abnormal[abnormal < first]
+        start = int(before[-1]) + 1 if before.size else 0
+        out.append((values[start:stop], first - start))
+    return out
+
+
+def holdout_windows(runs: Sequence[tuple[np.ndarray, int]], window: int) -> tuple[np.ndarray, np.ndarray]:
+    """Every stride-1 window that ends in a run's own rows, and how many of its newest rows are the run's.
+
+    A window may start in the `lead` rows before its run; those are context the model may have been fit
+    on. Export keeps the windows whose scored rows are all unseen, so a threshold is calibrated on scores of
+    rows the model never fit, however many rows each window reads.
+
+    >>> w, unseen = holdout_windows([(np.arange(6.0)[:, None], 3)], window=3)
+    >>> w[:, :, 0].tolist(), unseen.tolist()
+    ([[1.0, 2.0, 3.0], [2.0, 3.0, 4.0], [3.0, 4.0, 5.0]], [1, 2, 3])
+    """
+    windows, unseen = [], []
+    for rows, lead in runs:
+        start = max(0, lead - (window - 1))
+        segment, lead = rows[start:], lead - start
+        if len(segment) < window:
+            continue
+        views = sliding_windows(segment, window, 1)
+        ends = np.arange(len(views)) + window
+        windows.append(views)
+        unseen.append(np.clip(ends - lead, 0, window))
+    if not windows:
+        channels = runs[0][0].shape[1] if runs else 0
+        return np.empty((0, window, channels), dtype=np.float32), np.empty(0, dtype=np.int64)
+    return np.concatenate(windows).astype(np.float32), np.concatenate(unseen).astype(np.int64)
 
 
 def check_channels(tables: Sequence[Table]) -> tuple[str, ...]:

@@ -1,16 +1,19 @@
-"""Train a WindowVAE on normal sensor windows and write a run directory: model.pt, meta.json, calibration.npz."""
+"""Train a WindowVAE on normal sensor windows and write a run directory: model.pt, meta.json, calibration.npz.
+
+`train` reads top to bottom as its steps: prepare the data, build the model, fit it, write the run.
+"""
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import logging
 import math
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -18,178 +21,14 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from edgevae.core.errors import ConfigError
+from edgevae.core.errors import ConfigError, TrainingError
 from edgevae.training import data
 from edgevae.training.checkpoint import SCHEMA_VERSION, git_sha, save_run
-from edgevae.training.data import STD_FLOOR_REL
+from edgevae.training.config import TrainConfig, resolve_splits, validate_config
 from edgevae.training.losses import beta_schedule, elbo_terms
-from edgevae.training.models.vae import ARCHITECTURES, LIKELIHOODS, VAEConfig, VAEOutput, WindowVAE
+from edgevae.training.models.vae import VAEConfig, VAEOutput, WindowVAE
 
 logger = logging.getLogger(__name__)
-
-DEVICES = ("auto", "cpu", "cuda")
-
-
-@dataclass
-class TrainConfig:
-    # data
-    data: Path | None  # a CSV file or folder of them; None trains on the simulated plant
-    out: Path
-    # 20k rows left operating points of the replay streams unseen (1 false alert in 48k rows); 50k, none.
-    sim_rows: int = 50_000
-    sim_seed: int = 0
-    window: int = 32
-    stride: int = 8  # scoring stride written to meta.json for deployment
-    train_stride: int = 1
-    max_train_windows: int | None = None
-    calibration_windows: int = 2000
-    # Chronological train/val/hold-out shares of each file. A hold-out share of 0 calibrates the threshold on
-    # the validation windows instead (for small data, where every row is needed for fitting).
-    splits: tuple[float, float, float] = (0.70, 0.15, 0.15)
-    std_floor_rel: float = STD_FLOOR_REL
-    # model
-    arch: str = "conv"
-    latent: int = 8
-    hidden: int = 64
-    likelihood: str = "mse"
-    # optimization
-    epochs: int = 60
-    batch_size: int = 256
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    grad_clip: float = 1.0
-    # With the fixed-variance (MSE) decoder, beta=1 over-smooths reconstructions: on the simulated plant the
-    # hold-out p99 score was 7x its median and 4 of 6 faults went unseen; beta=0.02 caught all six.
-    beta: float = 0.02
-    kl_warmup_epochs: int = 10
-    patience: int = 8
-    min_delta: float = 0.0
-    # system
-    device: str = "auto"
-    threads: int | None = None  # CPU threads for torch; None keeps torch's default
-    seed: int = 0
-    progress: bool = True
-
-
-# Every TrainConfig field is a flag, by group; the dict keys are the field names.
-_FLAGS: dict[str, dict[str, str]] = {
-    "data": {
-        "data": "CSV file or folder of CSV files of normal operation; omit to train on the simulated pump",
-        "out": "run directory to write (model.pt, meta.json, calibration.npz)",
-        "sim_rows": "rows of simulated data when --data is omitted",
-        "sim_seed": "seed of the simulated plant",
-        "window": "window length in rows",
-        "stride": "scoring stride in rows written for deployment",
-        "train_stride": "stride between training and validation windows",
-        "max_train_windows": "cap on training windows, sampled with --seed (default: all)",
-        "calibration_windows": "raw training windows kept in calibration.npz as train_sample",
-        "std_floor_rel": "normalization: each channel's std is at least this share of its mean magnitude",
-        "splits": "chronological train, validation and hold-out shares of each file; a hold-out of 0 calibrates "
-        "the threshold on the validation windows",
-    },
-    "model": {
-        "arch": "encoder/decoder architecture",
-        "latent": "latent dimensions",
-        "hidden": "hidden width",
-        "likelihood": "decoder likelihood; 'gaussian' also learns a per-point variance",
-    },
-    "optimization": {
-        "epochs": "maximum epochs",
-        "batch_size": "windows per batch",
-        "lr": "Adam learning rate",
-        "weight_decay": "Adam weight decay",
-        "grad_clip": "clip the gradient norm to this value (0 disables)",
-        "beta": "weight of the KL term once warmed up",
-        "kl_warmup_epochs": "epochs over which the KL weight rises linearly to --beta",
-        "patience": "stop after this many epochs past warm-up without a better validation ELBO",
-        "min_delta": "smallest drop in validation loss that counts as better",
-    },
-    "system": {
-        "device": "auto picks cuda when torch sees a GPU",
-        "threads": "torch CPU threads (default: torch's choice); 1 is often fastest on a busy machine",
-        "seed": "seed of initialization, batch order, sampling and window subsets",
-        "progress": "show a progress bar per epoch (only on a terminal)",
-    },
-}
-_CHOICES = {"arch": ARCHITECTURES, "likelihood": LIKELIHOODS, "device": DEVICES}
-_TYPES: dict[str, type] = {"data": Path, "out": Path, "max_train_windows": int, "threads": int}
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    defaults = {f.name: f.default for f in fields(TrainConfig)}
-    for title, flags in _FLAGS.items():
-        group = parser.add_argument_group(title)
-        for name, text in flags.items():
-            flag = "--" + name.replace("_", "-")
-            default = defaults[name] if name not in ("data", "out") else None
-            if name == "progress":
-                group.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=text)
-                continue
-            if name == "splits":
-                group.add_argument(
-                    flag,
-                    nargs=3,
-                    type=float,
-                    metavar=("TRAIN", "VAL", "HOLDOUT"),
-                    default=default,
-                    help=text + " (default: %(default)s)",
-                )
-                continue
-            group.add_argument(
-                flag,
-                type=_TYPES.get(name, type(default)),
-                default=default,
-                choices=_CHOICES.get(name),
-                required=name == "out",
-                help=text + (" (default: %(default)s)" if default is not None else ""),
-            )
-
-
-def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    cfg = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)})
-    cfg.splits = tuple(cfg.splits)  # type: ignore[assignment]
-    return cfg
-
-
-def validate_config(cfg: TrainConfig) -> None:
-    """Reject settings that cannot train, naming the flag."""
-    positive = ("sim_rows", "window", "stride", "train_stride", "epochs", "batch_size", "latent", "patience")
-    for name in positive:
-        if getattr(cfg, name) < 1:
-            raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(cfg, name)}")
-    nonnegative = (
-        "lr",
-        "weight_decay",
-        "grad_clip",
-        "beta",
-        "kl_warmup_epochs",
-        "min_delta",
-        "calibration_windows",
-        "std_floor_rel",
-    )
-    for name in nonnegative:
-        if getattr(cfg, name) < 0 or not math.isfinite(getattr(cfg, name)):
-            raise ConfigError(f"--{name.replace('_', '-')} must be a finite number >= 0, got {getattr(cfg, name)}")
-    for name, choices in _CHOICES.items():
-        if getattr(cfg, name) not in choices:
-            raise ConfigError(f"--{name} must be one of {choices}, got {getattr(cfg, name)!r}")
-    if cfg.window < 2:
-        raise ConfigError(f"--window must be >= 2, got {cfg.window}")
-    train_share, val_share, holdout_share = cfg.splits
-    if not (train_share > 0 and val_share > 0 and holdout_share >= 0 and math.isfinite(sum(cfg.splits))):
-        raise ConfigError(f"--splits expects TRAIN > 0, VAL > 0 and HOLDOUT >= 0, got {list(cfg.splits)}")
-    if cfg.arch == "conv" and cfg.window % 4:
-        raise ConfigError(f"--window must be divisible by 4 for --arch conv, got {cfg.window}")
-    if cfg.hidden < 2:
-        raise ConfigError(f"--hidden must be >= 2, got {cfg.hidden}")
-    for name in ("max_train_windows", "threads"):
-        if getattr(cfg, name) is not None and getattr(cfg, name) < 1:
-            raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(cfg, name)}")
-    if cfg.data is not None and not Path(cfg.data).exists():
-        raise ConfigError(f"--data {cfg.data}: no such file or folder")
-    if cfg.device == "cuda" and not torch.cuda.is_available():
-        msg = "--device cuda: torch sees no CUDA device on this machine; use --device cpu or auto"
-        raise ConfigError(msg)
 
 
 @contextlib.contextmanager
@@ -231,97 +70,175 @@ def evaluate(model: WindowVAE, x: torch.Tensor, beta: float, batch_size: int, se
 
 
 def train(cfg: TrainConfig) -> Path:
+    """Train on `cfg.data` (or the simulated plant) and write the run directory `cfg.out`; returns it."""
     validate_config(cfg)
     started = time.perf_counter()
-    device = torch.device(
-        "cuda" if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available()) else "cpu"
-    )
+    device = _device(cfg.device)
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
+    dataset, cfg = _load_data(cfg)
+    prepared = _prepare(dataset, cfg, device, rng)
+    model_cfg = VAEConfig(cfg.window, len(dataset.channels), cfg.arch, cfg.latent, cfg.hidden, cfg.likelihood)
+    model = WindowVAE(model_cfg).to(device)
+    with torch_settings(deterministic=device.type == "cpu", threads=cfg.threads):
+        fit = _fit(model, prepared, cfg)
+    model.load_state_dict(fit.best_state)
+    metrics = fit.metrics(cfg.epochs) | {
+        "seconds": time.perf_counter() - started,
+        "device": str(device),
+        "train_windows": len(prepared.train_x),
+        "val_windows": len(prepared.val_x),
+    }
+    return _write_run(cfg, dataset, prepared, model, model_cfg, metrics, fit.history, rng)
 
-    # Data: chronological splits of normal rows; normalization from the training rows only.
-    dataset = data.load_training_data(cfg.data, sim_rows=cfg.sim_rows, seed=cfg.sim_seed, fractions=cfg.splits)
+
+def _device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        msg = "--device cuda: torch sees no CUDA device on this machine"
+        raise ConfigError(msg, remedy="use --device cpu or auto")
+    return torch.device("cuda" if name == "cuda" or (name == "auto" and torch.cuda.is_available()) else "cpu")
+
+
+def _load_data(cfg: TrainConfig) -> tuple[data.TrainingData, TrainConfig]:
+    """The data split chronologically; the config comes back with the splits it was given resolved."""
+    chosen: list[tuple[float, float, float]] = []
+
+    def fractions(rows: int) -> tuple[float, float, float]:
+        chosen.append(resolve_splits(cfg, rows))
+        return chosen[-1]
+
+    dataset = data.load_training_data(cfg.data, sim_rows=cfg.sim_rows, seed=cfg.sim_seed, fractions=fractions)
+    if cfg.splits is None:
+        logger.info("splits %s for %d rows (set --splits to choose)", chosen[0], dataset.rows)
+    return dataset, replace(cfg, splits=chosen[0])
+
+
+@dataclass
+class _Prepared:
+    mean: np.ndarray
+    std: np.ndarray
+    train_x: torch.Tensor  # normalized training windows
+    val_x: torch.Tensor  # normalized validation windows
+    holdout_split: str  # the split whose windows calibrate the threshold
+
+
+def _prepare(dataset: data.TrainingData, cfg: TrainConfig, device: torch.device, rng: np.random.Generator) -> _Prepared:
+    """Normalization from the training rows only, and the normalized training and validation windows."""
+    assert cfg.splits is not None
     holdout_split = "holdout" if cfg.splits[2] > 0 else "val"
     strides = {"train": cfg.train_stride, "val": cfg.train_stride, holdout_split: 1}
     data.check_windows(dataset, cfg.window, strides, option=f"--window {cfg.window}")
     mean, std = data.fit_normalization(dataset.splits["train"], cfg.std_floor_rel)
     train_raw = data.make_windows(dataset.splits["train"], cfg.window, cfg.train_stride, cfg.max_train_windows, rng)
-    train_x = torch.from_numpy(data.normalize(train_raw, mean, std)).to(device)
     val_raw = data.make_windows(dataset.splits["val"], cfg.window, cfg.train_stride)
+    train_x = torch.from_numpy(data.normalize(train_raw, mean, std)).to(device)
     val_x = torch.from_numpy(data.normalize(val_raw, mean, std)).to(device)
     logger.info("%d train and %d val windows of %d x %d on %s", len(train_x), len(val_x), cfg.window, len(mean), device)
+    return _Prepared(mean, std, train_x, val_x, holdout_split)
 
-    # Model and optimizer.
-    model_cfg = VAEConfig(cfg.window, len(dataset.channels), cfg.arch, cfg.latent, cfg.hidden, cfg.likelihood)
-    model = WindowVAE(model_cfg).to(device)
+
+@dataclass
+class _Fit:
+    history: list[dict[str, Any]]
+    best_epoch: int
+    best_loss: float
+    best_state: dict[str, torch.Tensor]
+
+    def metrics(self, max_epochs: int) -> dict[str, Any]:
+        best_row = self.history[self.best_epoch - 1]
+        return {
+            "best_epoch": self.best_epoch,
+            **{k: v for k, v in best_row.items() if k.startswith(("train_", "val_"))},
+            "epochs_run": len(self.history),
+            "stopped_early": len(self.history) < max_epochs,
+        }
+
+
+def _fit(model: WindowVAE, prepared: _Prepared, cfg: TrainConfig) -> _Fit:
+    """Validate every epoch, keep the best state, stop when validation stops improving."""
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     batch_order = torch.Generator().manual_seed(cfg.seed)
-    show_progress = cfg.progress and sys.stderr.isatty()
-
-    # Training loop: validate every epoch, keep the best state, stop when validation stops improving.
+    run_epoch = partial(_train_epoch, model, optimizer, prepared.train_x, cfg, batch_order)
     history: list[dict[str, Any]] = []
-    best: dict[str, Any] = {"loss": math.inf, "epoch": 0, "state": None}
+    best: _Fit | None = None
     stale_epochs = 0
-    # CUDA would also need CUBLAS_WORKSPACE_CONFIG set at start-up for deterministic kernels.
-    with torch_settings(deterministic=device.type == "cpu", threads=cfg.threads):
-        for epoch in range(cfg.epochs):
-            epoch_started = time.perf_counter()
-            beta = beta_schedule(epoch, cfg.beta, cfg.kl_warmup_epochs)
-            model.train()
-            totals = np.zeros(3)
-            order = torch.randperm(len(train_x), generator=batch_order).to(device)
-            bar = tqdm(range(0, len(train_x), cfg.batch_size), desc=f"epoch {epoch + 1}", disable=not show_progress)
-            for start in bar:
-                xb = train_x[order[start : start + cfg.batch_size]]
-                terms = elbo_terms(model(xb), xb, beta)
-                optimizer.zero_grad(set_to_none=True)
-                terms.loss.backward()
-                if cfg.grad_clip > 0:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                optimizer.step()
-                batch = np.array([terms.loss.item(), terms.recon.item(), terms.kl.item()])
-                totals += len(xb) * batch
-                bar.set_postfix(loss=f"{batch[0]:.3f}", recon=f"{batch[1]:.3f}", kl=f"{batch[2]:.3f}")
-            train_loss, train_recon, train_kl = (totals / len(train_x)).tolist()
-            val = evaluate(model, val_x, cfg.beta, cfg.batch_size, cfg.seed)
-            if not (math.isfinite(train_loss) and math.isfinite(val["loss"])):
-                msg = f"training diverged in epoch {epoch + 1} (train {train_loss}, val {val['loss']}); lower --lr"
-                raise FloatingPointError(msg)
-            row = {"epoch": epoch + 1, "beta": beta, "train_loss": train_loss, "train_recon": train_recon}
-            row |= {"train_kl": train_kl, **{f"val_{k}": v for k, v in val.items()}}
-            row["seconds"] = time.perf_counter() - epoch_started
-            history.append(row)
-            logger.info(
-                "epoch %(epoch)d: train %(train_loss).4f | val %(val_loss).4f (recon %(val_recon).4f, "
-                "kl %(val_kl).4f, mse %(val_mse).5f) | beta %(beta).3f",
-                row,
-            )
-            if val["loss"] < best["loss"] - cfg.min_delta:
-                best = {"loss": val["loss"], "epoch": epoch + 1, "state": _clone_state(model)}
-                stale_epochs = 0
-            elif epoch + 1 > cfg.kl_warmup_epochs:
-                # Warm-up epochs don't count: the full-beta validation ELBO can rise while the KL weight ramps.
-                stale_epochs += 1
-            if stale_epochs >= cfg.patience:
-                logger.info("no better validation loss for %d epochs; stopping", stale_epochs)
-                break
-    model.load_state_dict(best["state"])
+    for epoch in range(1, cfg.epochs + 1):
+        epoch_started = time.perf_counter()
+        beta = beta_schedule(epoch - 1, cfg.beta, cfg.kl_warmup_epochs)
+        train_loss, train_recon, train_kl = run_epoch(beta, epoch)
+        val = evaluate(model, prepared.val_x, cfg.beta, cfg.batch_size, cfg.seed)
+        if not (math.isfinite(train_loss) and math.isfinite(val["loss"])):
+            msg = f"training diverged in epoch {epoch}: train loss {train_loss}, validation loss {val['loss']}"
+            raise TrainingError(msg, remedy=f"lower --lr (now {cfg.lr}) or keep --grad-clip above 0")
+        row = {"epoch": epoch, "beta": beta, "train_loss": train_loss, "train_recon": train_recon}
+        row |= {"train_kl": train_kl, **{f"val_{k}": v for k, v in val.items()}}
+        row["seconds"] = time.perf_counter() - epoch_started
+        history.append(row)
+        logger.info(
+            "epoch %(epoch)d: train %(train_loss).4f | val %(val_loss).4f (recon %(val_recon).4f, "
+            "kl %(val_kl).4f, mse %(val_mse).5f) | beta %(beta).3f",
+            row,
+        )
+        if best is None or val["loss"] < best.best_loss - cfg.min_delta:
+            best = _Fit(history, epoch, val["loss"], _clone_state(model))
+            stale_epochs = 0
+        elif epoch > cfg.kl_warmup_epochs:
+            # Warm-up epochs don't count: the full-beta validation ELBO can rise while the KL weight ramps.
+            stale_epochs += 1
+        if stale_epochs >= cfg.patience:
+            logger.info("no better validation loss for %d epochs; stopping", stale_epochs)
+            break
+    assert best is not None  # cfg.epochs >= 1
+    return best
 
-    # The run directory.
-    best_row = history[best["epoch"] - 1]
-    metrics = {
-        "best_epoch": best["epoch"],
-        **{k: v for k, v in best_row.items() if k.startswith(("train_", "val_"))},
-        "epochs_run": len(history),
-        "stopped_early": len(history) < cfg.epochs,
-        "seconds": time.perf_counter() - started,
-        "device": str(device),
-        "train_windows": len(train_x),
-        "val_windows": len(val_x),
-    }
+
+def _train_epoch(
+    model: WindowVAE,
+    optimizer: torch.optim.Optimizer,
+    train_x: torch.Tensor,
+    cfg: TrainConfig,
+    batch_order: torch.Generator,
+    beta: float,
+    epoch: int,
+) -> tuple[float, float, float]:
+    """One pass over the training windows in a seeded order; the mean loss, reconstruction and KL terms."""
+    model.train()
+    totals = np.zeros(3)
+    order = torch.randperm(len(train_x), generator=batch_order).to(train_x.device)
+    show_progress = cfg.progress and sys.stderr.isatty()
+    bar = tqdm(range(0, len(train_x), cfg.batch_size), desc=f"epoch {epoch}", disable=not show_progress)
+    for start in bar:
+        xb = train_x[order[start : start + cfg.batch_size]]
+        terms = elbo_terms(model(xb), xb, beta)
+        optimizer.zero_grad(set_to_none=True)
+        terms.loss.backward()
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        optimizer.step()
+        batch = np.array([terms.loss.item(), terms.recon.item(), terms.kl.item()])
+        totals += len(xb) * batch
+        bar.set_postfix(loss=f"{batch[0]:.3f}", recon=f"{batch[1]:.3f}", kl=f"{batch[2]:.3f}")
+    loss, recon, kl = (totals / len(train_x)).tolist()
+    return loss, recon, kl
+
+
+def _write_run(
+    cfg: TrainConfig,
+    dataset: data.TrainingData,
+    prepared: _Prepared,
+    model: WindowVAE,
+    model_cfg: VAEConfig,
+    metrics: dict[str, Any],
+    history: list[dict[str, Any]],
+    rng: np.random.Generator,
+) -> Path:
+    """model.pt, meta.json and the raw calibration windows (calibration.npz) under `cfg.out`."""
+    holdout, holdout_unseen = data.holdout_windows(dataset.context[prepared.holdout_split], cfg.window)
     calibration = {
         # Every hold-out window, not every stride-th: the alert threshold is a tail quantile and needs samples.
-        "holdout": data.make_windows(dataset.splits[holdout_split], cfg.window, 1),
+        "holdout": holdout,
+        # How many of each hold-out window's newest rows the model never fit (the rest is context).
+        "holdout_unseen_rows": holdout_unseen,
         "train_sample": data.make_windows(
             dataset.splits["train"], cfg.window, cfg.train_stride, cfg.calibration_windows, rng
         ),
@@ -336,13 +253,13 @@ def train(cfg: TrainConfig) -> Path:
         "window": cfg.window,
         "stride": cfg.stride,
         "sample_period_s": dataset.sample_period_s,
-        "normalization": {"mean": mean.tolist(), "std": std.tolist()},
+        "normalization": {"mean": prepared.mean.tolist(), "std": prepared.std.tolist()},
         "model_config": model_cfg.to_dict(),
         "metrics": metrics,
         "history": history,
     }
     out = save_run(Path(cfg.out), model, meta, calibration)
-    logger.info("wrote %s: best epoch %d of %d, val loss %.4f", out, best["epoch"], len(history), best["loss"])
+    logger.info("wrote %s: best epoch %d of %d", out, metrics["best_epoch"], metrics["epochs_run"])
     return out
 
 

@@ -1,21 +1,22 @@
-"""The flags of `edgevae export` and the command itself; the work is in `edgevae.export.bundle_writer`."""
+"""`edgevae export`'s flags and how they map onto `export_bundle`: shared by the command line and the evaluation,
+so both export with the same defaults."""
 
 from __future__ import annotations
 
 import argparse
 import inspect
-import sys
 from pathlib import Path
 
 from edgevae.core.decision import Debounce
-from edgevae.core.errors import EdgeVAEError
-from edgevae.core.thresholds import METHODS
-from edgevae.export.bundle_writer import export_bundle
+from edgevae.core.errors import ConfigError
+from edgevae.core.thresholds import AUTO, METHODS, POT_MIN_WINDOWS, default_params
+from edgevae.export.bundle_writer import ExportReport, export_bundle
 from edgevae.export.quantize import Precision
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The flags of `edgevae export`."""
+    pot, quantile, scaled = default_params("pot"), default_params("quantile"), default_params("scaled-quantile")
     # What to export and where
     parser.add_argument(
         "--run", type=Path, required=True, help="training run directory (model.pt, meta.json, calibration.npz)"
@@ -30,35 +31,39 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     # Threshold
     parser.add_argument(
         "--threshold-method",
-        choices=sorted(METHODS),
-        default="pot",
+        choices=[AUTO, *sorted(METHODS)],
+        default=AUTO,
         help="how the alert threshold is chosen from the hold-out scores of the shipped model: pot "
         "(peaks-over-threshold, extreme-value fit of the tail), quantile, or scaled-quantile (a quantile of the "
-        "training windows' scores scaled by the hold-out's excess over them, for short hold-outs); default pot",
+        "training windows' scores scaled by the hold-out's excess over them, for short hold-outs); default auto: "
+        f"pot from {POT_MIN_WINDOWS:,} hold-out windows, scaled-quantile below (export prints which and why)",
     )
     parser.add_argument(
         "--threshold-risk",
         type=float,
         default=None,
-        help="pot: probability that a normal window scores above the threshold; default 1e-3",
+        help=f"pot: probability that a normal window scores above the threshold; default {pot['risk']}",
     )
     parser.add_argument(
         "--threshold-q",
         type=float,
         default=None,
-        help="quantile, scaled-quantile: quantile of the normal scores; default 0.995 (scaled-quantile 0.99)",
+        help=f"quantile, scaled-quantile: quantile of the normal scores; default {quantile['q']} "
+        f"(scaled-quantile {scaled['q']})",
     )
     parser.add_argument(
         "--threshold-margin",
         type=float,
         default=None,
-        help="quantile, scaled-quantile: factor pushing the threshold above the quantile; default 1.0",
+        help="quantile, scaled-quantile: factor pushing the threshold above the quantile; default "
+        f"{quantile['margin']} (scaled-quantile {scaled['margin']})",
     )
     parser.add_argument(
         "--threshold-ratio-q",
         type=float,
         default=None,
-        help="scaled-quantile: quantile at which hold-out and training scores are compared; default 0.95",
+        help="scaled-quantile: quantile at which hold-out and training scores are compared; default "
+        f"{scaled['ratio_q']}",
     )
     # Identity and packaging
     parser.add_argument("--model-id", help="model id in the manifest; default: meta.json's, else the run folder name")
@@ -87,7 +92,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def run_from_args(args: argparse.Namespace) -> int:
+def export_from_args(args: argparse.Namespace) -> ExportReport:
+    """Export as the flags say; errors are ConfigError (flags) or the export's own."""
     flags = {
         "q": args.threshold_q,
         "margin": args.threshold_margin,
@@ -95,30 +101,26 @@ def run_from_args(args: argparse.Namespace) -> int:
         "ratio_q": args.threshold_ratio_q,
     }
     params = {k: v for k, v in flags.items() if v is not None}
-    accepted = inspect.signature(METHODS[args.threshold_method]).parameters
-    stray = [f"--threshold-{k.replace('_', '-')}" for k in params if k not in accepted]
-    if stray:
-        print(
-            f"export failed: {', '.join(stray)} does not apply to --threshold-method {args.threshold_method}",
-            file=sys.stderr,
-        )
-        return 2
+    if args.threshold_method != AUTO:
+        accepted = inspect.signature(METHODS[args.threshold_method]).parameters
+        stray = [f"--threshold-{k.replace('_', '-')}" for k in params if k not in accepted]
+        if stray:
+            msg = f"{', '.join(stray)} does not apply to --threshold-method {args.threshold_method}"
+            raise ConfigError(msg, remedy="drop the flag or choose a method that takes it")
     try:
-        report = export_bundle(
-            args.run,
-            args.out,
-            precision=args.precision,
-            threshold_method=args.threshold_method,
-            threshold_params=params,
-            model_id=args.model_id,
-            model_version=args.model_version,
-            archive=args.archive,
-            debounce=Debounce(trigger=args.debounce_trigger, clear=args.debounce_clear),
-            tensorrt=args.tensorrt,
-            score_rows=args.score_rows,
-        )
-    except EdgeVAEError as exc:
-        print(f"export failed: {exc}", file=sys.stderr)
-        return 1
-    print(report.summary())
-    return 0
+        debounce = Debounce(trigger=args.debounce_trigger, clear=args.debounce_clear)
+    except ValueError as exc:
+        raise ConfigError(f"--debounce-trigger/--debounce-clear: {exc}") from exc
+    return export_bundle(
+        args.run,
+        args.out,
+        precision=args.precision,
+        threshold_method=args.threshold_method,
+        threshold_params=params,
+        model_id=args.model_id,
+        model_version=args.model_version,
+        archive=args.archive,
+        debounce=debounce,
+        tensorrt=args.tensorrt,
+        score_rows=args.score_rows,
+    )
