@@ -17,9 +17,9 @@ from edgevae.agent.table import Table, write_table
 from edgevae.core.errors import ConfigError
 from edgevae.training import data
 from edgevae.training.checkpoint import RUN_FILES, load_run
+from edgevae.training.config import TrainConfig, add_arguments, config_from_args
 from edgevae.training.losses import beta_schedule, kl_to_standard_normal, reconstruction_nll
 from edgevae.training.simulate import Fault, simulate_plant
-from edgevae.training.config import TrainConfig, add_arguments, config_from_args
 from edgevae.training.train_vae import train
 
 REPO = Path(__file__).resolve().parents[1]

@@ -120,31 +120,48 @@ def _runs_with_context(values: np.ndarray, labels: np.ndarray, part: slice) -> l
     return out
 
 
-def holdout_windows(runs: Sequence[tuple[np.ndarray, int]], window: int) -> tuple[np.ndarray, np.ndarray]:
+def holdout_windows(
+    runs: Sequence[tuple[np.ndarray, int]],
+    window: int,
+    max_windows: int | None = None,
+    rng: np.random.Generator | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """Every stride-1 window that ends in a run's own rows, and how many of its newest rows are the run's.
 
     A window may start in the `lead` rows before its run; those are context the model may have been fit
     on. Export keeps the windows whose scored rows are all unseen, so a threshold is calibrated on scores of
-    rows the model never fit, however many rows each window reads.
+    rows the model never fit, however many rows each window reads. Over `max_windows`, a seeded random
+    subset is kept, in order.
 
     >>> w, unseen = holdout_windows([(np.arange(6.0)[:, None], 3)], window=3)
     >>> w[:, :, 0].tolist(), unseen.tolist()
     ([[1.0, 2.0, 3.0], [2.0, 3.0, 4.0], [3.0, 4.0, 5.0]], [1, 2, 3])
     """
-    windows, unseen = [], []
+    views, unseen = [], []
     for rows, lead in runs:
         start = max(0, lead - (window - 1))
         segment, lead = rows[start:], lead - start
         if len(segment) < window:
             continue
-        views = sliding_windows(segment, window, 1)
-        ends = np.arange(len(views)) + window
-        windows.append(views)
-        unseen.append(np.clip(ends - lead, 0, window))
-    if not windows:
+        view = sliding_windows(segment, window, 1)
+        views.append(view)
+        unseen.append(np.clip(np.arange(len(view)) + window - lead, 0, window))
+    if not views:
         channels = runs[0][0].shape[1] if runs else 0
         return np.empty((0, window, channels), dtype=np.float32), np.empty(0, dtype=np.int64)
-    return np.concatenate(windows).astype(np.float32), np.concatenate(unseen).astype(np.int64)
+    counts = np.concatenate(unseen).astype(np.int64)
+    total = len(counts)
+    if max_windows is None or total <= max_windows:
+        keep = np.arange(total)
+    else:
+        keep = np.sort((rng or np.random.default_rng(0)).choice(total, size=max_windows, replace=False))
+    # Gather view by view: the stride-1 views are never materialized whole.
+    offsets = np.cumsum([0] + [len(v) for v in views])
+    out = np.empty((len(keep), window, views[0].shape[2]), dtype=np.float32)
+    for i, view in enumerate(views):
+        lo, hi = np.searchsorted(keep, [offsets[i], offsets[i + 1]])
+        out[lo:hi] = view[keep[lo:hi] - offsets[i]]
+    return out, counts[keep]
 
 
 def check_channels(tables: Sequence[Table]) -> tuple[str, ...]:

@@ -233,7 +233,8 @@ def _write_run(
     rng: np.random.Generator,
 ) -> Path:
     """model.pt, meta.json and the raw calibration windows (calibration.npz) under `cfg.out`."""
-    holdout, holdout_unseen = data.holdout_windows(dataset.context[prepared.holdout_split], cfg.window)
+    runs = dataset.context[prepared.holdout_split]
+    holdout, holdout_unseen = data.holdout_windows(runs, cfg.window, cfg.max_holdout_windows, rng)
     calibration = {
         # Every hold-out window, not every stride-th: the alert threshold is a tail quantile and needs samples.
         "holdout": holdout,
