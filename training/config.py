@@ -30,7 +30,7 @@ class TrainConfig:
     sim_seed: int = 0
     window: int = 32
     # The scoring stride written for deployment. Stride 1 decides on every reading: on SKAB's leaderboard it
-    # scored F1 0.803 / FAR 13.0 % against 0.770 / 18.3 % at stride 8 (docs/evaluation.md).
+    # scored F1 0.803 / FAR 13.0 % against 0.717 / 41.9 % at stride 8 (docs/skab/model-selection.md).
     stride: int = 1
     train_stride: int = 1
     # Caps that keep memory flat however long the data: a million rows of 8 channels at stride 1 would be 1 GB
@@ -80,7 +80,8 @@ _FLAGS: dict[str, dict[str, str]] = {
         "stride": "scoring stride in rows written for deployment",
         "train_stride": "stride between training and validation windows",
         "max_train_windows": "cap on training windows, a random subset drawn with --seed",
-        "max_holdout_windows": "cap on the hold-out windows kept for threshold calibration, drawn with --seed",
+        "max_holdout_windows": "cap on the validation windows and on the hold-out windows kept for threshold "
+        "calibration, each a random subset drawn with --seed",
         "calibration_windows": "raw training windows kept in calibration.npz as train_sample",
         "std_floor_rel": "normalization: each channel's std is at least this share of its mean magnitude",
         "splits": "chronological train, validation and hold-out shares of each file; a hold-out of 0 calibrates "

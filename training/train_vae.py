@@ -130,7 +130,7 @@ def _prepare(dataset: data.TrainingData, cfg: TrainConfig, device: torch.device,
     data.check_windows(dataset, cfg.window, strides, option=f"--window {cfg.window}")
     mean, std = data.fit_normalization(dataset.splits["train"], cfg.std_floor_rel)
     train_raw = data.make_windows(dataset.splits["train"], cfg.window, cfg.train_stride, cfg.max_train_windows, rng)
-    val_raw = data.make_windows(dataset.splits["val"], cfg.window, cfg.train_stride)
+    val_raw = data.make_windows(dataset.splits["val"], cfg.window, cfg.train_stride, cfg.max_holdout_windows, rng)
     train_x = torch.from_numpy(data.normalize(train_raw, mean, std)).to(device)
     val_x = torch.from_numpy(data.normalize(val_raw, mean, std)).to(device)
     logger.info("%d train and %d val windows of %d x %d on %s", len(train_x), len(val_x), cfg.window, len(mean), device)
