@@ -1,4 +1,5 @@
-"""Session fixtures: a real mosquitto on a free loopback port, a real tiny ONNX bundle, and agents to test."""
+"""Session fixtures: a real mosquitto on a free loopback port, a real tiny ONNX bundle, a run directory
+written by `edgevae train`, and agents to test."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from agent_fixtures import (
     agent_document,
     make_bundle,
 )
+from trained_runs import train_run
 
 from edgevae.agent.config import Config, load_config
 from edgevae.demo.broker import Broker, find_mosquitto, start_broker
@@ -36,6 +38,12 @@ def broker() -> Iterator[Broker]:
 @pytest.fixture(scope="session")
 def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_bundle(tmp_path_factory.mktemp("bundle") / "tiny")
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A conv VAE with the MSE decoder, trained once per session by `edgevae train` on the synthetic CSV."""
+    return train_run(tmp_path_factory.mktemp("trained"), "--arch", "conv", "--likelihood", "mse")
 
 
 @pytest.fixture

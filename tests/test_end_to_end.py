@@ -20,13 +20,13 @@ from edgevae.agent.config import load_config
 from edgevae.agent.offline import score_table
 from edgevae.agent.service import Service
 from edgevae.agent.table import Table
+from edgevae.cli.main import main
 from edgevae.demo.broker import Broker
 from edgevae.export.bundle_writer import export_bundle
 from edgevae.export.graph import ScoringGraph
 from edgevae.export.parity import spearman
 from edgevae.training.checkpoint import load_run
 from edgevae.training.simulate import Fault, simulate_plant
-from edgevae.training.train_vae import TrainConfig, train
 
 ROWS = 1200
 FAULT = Fault("pressure", start=600, length=250, kind="offset", magnitude=1.2)
@@ -42,8 +42,10 @@ class Trained:
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Trained:
     root = tmp_path_factory.mktemp("e2e")
-    cfg = TrainConfig(data=None, out=root / "run", sim_rows=50000, epochs=10, progress=False, threads=1, seed=0)
-    run = train(cfg)
+    run = root / "run"
+    sizes = ["--window", "32", "--stride", "8", "--hidden", "64", "--latent", "8"]
+    system = ["--threads", "1", "--device", "cpu", "--no-progress", "--seed", "0"]
+    assert main(["train", "--out", str(run), "--sim-rows", "50000", "--epochs", "10", *sizes, *system]) == 0
     int8 = export_bundle(run, root / "int8", precision="int8", model_version="1.0.0").bundle
     fp32 = export_bundle(run, root / "fp32", precision="fp32", model_version="1.0.0").bundle
     return Trained(run, int8, fp32)

@@ -1,4 +1,4 @@
-"""Export round trip: a tiny trained run to ONNX, compressed, bundled and scored through the agent's backend."""
+"""Export round trip: a run written by `edgevae train`, to ONNX, compressed, bundled, scored by the agent's backend."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from rundir_fixture import CHANNELS, anomalous_windows, make_run_dir
+from trained_runs import CALIBRATION_WINDOWS, CHANNELS, STRIDE, WINDOW, anomalous_windows, train_run
 
 import edgevae.export.parity
 from edgevae.agent.backends import create_backend
@@ -30,19 +30,14 @@ from edgevae.export.quantize import Precision, compress
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_run_dir(tmp_path_factory.mktemp("runs"))
-
-
-@pytest.fixture(scope="module")
-def int8_bundle(run_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> ExportReport:
+def int8_bundle(trained_run: Path, tmp_path_factory: pytest.TempPathFactory) -> ExportReport:
     out = tmp_path_factory.mktemp("bundles") / "int8"
-    return export_bundle(run_dir, out, precision="int8", model_version="1.0.0", archive=True)
+    return export_bundle(trained_run, out, precision="int8", model_version="1.0.0", archive=True)
 
 
 @pytest.fixture(scope="module")
-def fp32_model(run_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    graph = load_run(run_dir).graph
+def fp32_model(trained_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    graph = load_run(trained_run).graph
     path = tmp_path_factory.mktemp("onnx") / "fp32.onnx"
     return to_onnx(graph, path, graph.window, graph.channels, metadata={"edgevae.model_id": "m1"})
 
@@ -57,14 +52,14 @@ def test_onnx_graph_contract(fp32_model: Path) -> None:
     assert [i.name for i in model.graph.input] == [INPUT_NAME]
     assert [o.name for o in model.graph.output] == [SCORE_OUTPUT, CHANNEL_ERROR_OUTPUT]
     dims = model.graph.input[0].type.tensor_type.shape.dim
-    assert [d.dim_param or d.dim_value for d in dims] == ["batch", 32, len(CHANNELS)]
+    assert [d.dim_param or d.dim_value for d in dims] == ["batch", WINDOW, len(CHANNELS)]
     assert {p.key: p.value for p in model.metadata_props}["edgevae.model_id"] == "m1"
     assert model.opset_import[0].version == 17
 
 
 @pytest.mark.parametrize("batch", [1, 37])
-def test_onnx_fp32_matches_torch_at_any_batch(run_dir: Path, fp32_model: Path, batch: int) -> None:
-    run = load_run(run_dir)
+def test_onnx_fp32_matches_torch_at_any_batch(trained_run: Path, fp32_model: Path, batch: int) -> None:
+    run = load_run(trained_run)
     windows = np.concatenate([run.holdout, run.train_sample])[:batch]
     expected = torch_scores(run.graph, windows)
     actual = create_backend(fp32_model).run(windows)
@@ -74,8 +69,8 @@ def test_onnx_fp32_matches_torch_at_any_batch(run_dir: Path, fp32_model: Path, b
     assert relative_error(actual.channel_error, expected.channel_error).max() <= PARITY_RTOL
 
 
-def test_normalization_is_inside_the_graph(run_dir: Path, fp32_model: Path) -> None:
-    run = load_run(run_dir)
+def test_normalization_is_inside_the_graph(trained_run: Path, fp32_model: Path) -> None:
+    run = load_run(trained_run)
     backend = create_backend(fp32_model)
     normal = backend.run(run.holdout).score
     shifted = backend.run(anomalous_windows(run.holdout)).score
@@ -93,16 +88,16 @@ def test_scoring_arithmetic_stays_out_of_the_vae_body(fp32_model: Path) -> None:
     assert not outside & {"Conv", "ConvTranspose", "Gemm", "MatMul", "Erf"}
 
 
-def test_int8_bundle_manifest(int8_bundle: ExportReport, run_dir: Path) -> None:
+def test_int8_bundle_manifest(int8_bundle: ExportReport, trained_run: Path) -> None:
     bundle = load_bundle(int8_bundle.bundle)
     m = bundle.manifest
     assert (m.precision, m.model_file, m.model_version) == ("int8", "model.onnx", "1.0.0")
-    assert m.model_id == run_dir.name
-    assert (m.channels, m.window, m.stride, m.sample_period_s) == (CHANNELS, 32, 8, 1.0)
+    assert m.model_id == trained_run.name
+    assert (m.channels, m.window, m.stride, m.sample_period_s) == (CHANNELS, WINDOW, STRIDE, 1.0)
     assert (m.architecture, m.score_kind) == ("vae-conv", "mse")
     assert m.files == describe_files(int8_bundle.bundle, ["model.onnx"])
     # The default rule is chosen for the hold-out at hand, and every parameter is recorded.
-    run = load_run(run_dir)
+    run = load_run(trained_run)
     windows = len(run.calibration_windows(m.score_rows))
     assert m.threshold.calibration_windows == windows
     choice = choose_method(windows)
@@ -112,16 +107,16 @@ def test_int8_bundle_manifest(int8_bundle: ExportReport, run_dir: Path) -> None:
     assert m.training["metrics"]["device"] == "cpu"
     parity = m.export["parity"]
     assert parity["torch_vs_onnx_fp32"]["max_rel_error_score"] <= PARITY_RTOL
-    # 250 training windows: ORT calibrates on whole batches of 32, the last 26 are left out
-    assert m.export["compression"]["calibration_windows"] == 224
+    # ORT calibrates on whole batches of 32 training windows (250 kept: 224 used, the last 26 left out)
+    assert m.export["compression"]["calibration_windows"] == CALIBRATION_WINDOWS // 32 * 32 == 224
     sizes = m.export["sizes"]
     assert sizes["shipped_bytes"] == m.files["model.onnx"]["bytes"] < sizes["fp32_bytes"]
     assert sorted(p.name for p in int8_bundle.bundle.iterdir()) == ["manifest.json", "model.onnx"]
 
 
 @pytest.mark.parametrize("batch", [1, 37, None])
-def test_int8_scores_through_the_agent_backend(int8_bundle: ExportReport, run_dir: Path, batch: int | None) -> None:
-    windows = load_run(run_dir).holdout[:batch]
+def test_int8_scores_through_the_agent_backend(int8_bundle: ExportReport, trained_run: Path, batch: int | None) -> None:
+    windows = load_run(trained_run).holdout[:batch]
     out = create_backend(load_bundle(int8_bundle.bundle).model_path).run(windows)
     assert np.all(np.isfinite(out.score))
     assert np.all(out.channel_error >= 0)
@@ -129,12 +124,12 @@ def test_int8_scores_through_the_agent_backend(int8_bundle: ExportReport, run_di
     assert out.channel_error.shape == (len(windows), len(CHANNELS))
 
 
-def test_int8_follows_fp32(int8_bundle: ExportReport, run_dir: Path, fp32_model: Path) -> None:
+def test_int8_follows_fp32(int8_bundle: ExportReport, trained_run: Path, fp32_model: Path) -> None:
     fidelity = int8_bundle.manifest.export["parity"]["shipped_vs_fp32"]
     assert fidelity["spearman"] > 0.9
     assert fidelity["decision_flips"] <= 0.02
     # The same holds on windows the threshold was not calibrated on, anomalies included.
-    run = load_run(run_dir)
+    run = load_run(trained_run)
     windows = np.concatenate([run.train_sample, anomalous_windows(run.holdout)])
     ref = create_backend(fp32_model).run(windows).score
     got = create_backend(int8_bundle.bundle / "model.onnx").run(windows).score
@@ -144,18 +139,18 @@ def test_int8_follows_fp32(int8_bundle: ExportReport, run_dir: Path, fp32_model:
     assert np.mean((got > threshold) != (ref > fp32_threshold)) <= 0.02
 
 
-def test_fp16_bundle(run_dir: Path, tmp_path: Path) -> None:
-    report = export_bundle(run_dir, tmp_path / "fp16", precision=Precision.FP16)
+def test_fp16_bundle(trained_run: Path, tmp_path: Path) -> None:
+    report = export_bundle(trained_run, tmp_path / "fp16", precision=Precision.FP16)
     m = load_bundle(report.bundle).manifest
     assert m.precision == "fp16"
     assert m.export["parity"]["shipped_vs_fp32"]["spearman"] > 0.99
-    out = create_backend(report.bundle / "model.onnx").run(load_run(run_dir).holdout[:5])
+    out = create_backend(report.bundle / "model.onnx").run(load_run(trained_run).holdout[:5])
     assert np.all(np.isfinite(out.score))
 
 
-def test_fp16_keeps_raw_readings_beyond_float16_range(run_dir: Path, tmp_path: Path) -> None:
+def test_fp16_keeps_raw_readings_beyond_float16_range(trained_run: Path, tmp_path: Path) -> None:
     # Readings above 65504 (pressure in Pa, counters) are inf in float16; normalization must run in float32.
-    run = load_run(run_dir)
+    run = load_run(trained_run)
     offset = 1e5
     graph = run.graph
     graph.mean += offset
@@ -191,8 +186,8 @@ def test_tampered_model_fails_to_load(int8_bundle: ExportReport, tmp_path: Path)
 
 
 def test_gaussian_decoder_exports_an_nll_score(tmp_path: Path) -> None:
-    run_dir = make_run_dir(tmp_path, arch="mlp", likelihood="gaussian", steps=60)
-    report = export_bundle(run_dir, tmp_path / "bundle", precision="fp32", model_id="nll-model")
+    run = train_run(tmp_path / "nll", "--arch", "mlp", "--likelihood", "gaussian", "--epochs", "2")
+    report = export_bundle(run, tmp_path / "bundle", precision="fp32", model_id="nll-model")
     m = report.manifest
     assert (m.model_id, m.score_kind, m.architecture) == ("nll-model", "nll", "vae-mlp")
     figures = m.export["parity"]
@@ -201,31 +196,31 @@ def test_gaussian_decoder_exports_an_nll_score(tmp_path: Path) -> None:
 
 
 def test_parity_failure_is_loud_and_leaves_nothing(
-    run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    trained_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     def broken(*_: object) -> dict[str, float]:
         return {"max_rel_error_score": 0.5, "max_rel_error_channel_error": 0.0, "windows": 1}
 
     monkeypatch.setattr(edgevae.export.parity, "torch_onnx_parity", broken)
     with pytest.raises(ExportError, match="does not match torch"):
-        export_bundle(run_dir, tmp_path / "bundle")
+        export_bundle(trained_run, tmp_path / "bundle")
     assert list(tmp_path.iterdir()) == []
 
 
-def test_refuses_to_overwrite_and_names_missing_run_files(run_dir: Path, tmp_path: Path) -> None:
+def test_refuses_to_overwrite_and_names_missing_run_files(trained_run: Path, tmp_path: Path) -> None:
     (tmp_path / "taken").mkdir()
     (tmp_path / "taken" / "file").write_text("x")
     with pytest.raises(ExportError, match="already exists"):
-        export_bundle(run_dir, tmp_path / "taken")
+        export_bundle(trained_run, tmp_path / "taken")
     with pytest.raises(ExportError, match="calibration.npz"):
         export_bundle(tmp_path / "taken", tmp_path / "out")
     (tmp_path / "out.tar.gz").write_text("x")
     with pytest.raises(ExportError, match="out.tar.gz already exists"):
-        export_bundle(run_dir, tmp_path / "out", archive=True)
+        export_bundle(trained_run, tmp_path / "out", archive=True)
     assert not (tmp_path / "out").exists()
 
 
-def test_cli_flags_and_report(run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_flags_and_report(trained_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     parser = argparse.ArgumentParser()
     add_arguments(parser)
     for action in parser._actions[1:]:
@@ -233,7 +228,7 @@ def test_cli_flags_and_report(run_dir: Path, tmp_path: Path, capsys: pytest.Capt
     argv = [
         "export",
         "--run",
-        str(run_dir),
+        str(trained_run),
         "--out",
         str(tmp_path / "b"),
         "--precision",
@@ -287,21 +282,21 @@ def test_parity_docstring_examples() -> None:
 
 
 def test_cli_rejects_a_threshold_flag_of_another_method(
-    run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    trained_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    argv = ["export", "--run", str(run_dir), "--out", str(tmp_path / "b"), "--threshold-method", "pot"]
+    argv = ["export", "--run", str(trained_run), "--out", str(tmp_path / "b"), "--threshold-method", "pot"]
     assert main([*argv, "--threshold-q", "0.99"]) == 2
     assert "--threshold-q does not apply to --threshold-method pot" in capsys.readouterr().err
     assert not (tmp_path / "b").exists()
 
 
 def test_scaled_quantile_export_calibrates_on_the_shipped_models_training_and_holdout_scores(
-    run_dir: Path, tmp_path: Path
+    trained_run: Path, tmp_path: Path
 ) -> None:
     flags = ["--threshold-method", "scaled-quantile", "--threshold-q", "0.99", "--threshold-ratio-q", "0.9"]
-    assert main(["export", "--run", str(run_dir), "--out", str(tmp_path / "b"), "--precision", "int8", *flags]) == 0
+    assert main(["export", "--run", str(trained_run), "--out", str(tmp_path / "b"), "--precision", "int8", *flags]) == 0
     bundle = load_bundle(tmp_path / "b")
-    run = load_run(run_dir)
+    run = load_run(trained_run)
     # Calibrated on the hold-out windows whose scored rows the model never fit, and every training window.
     windows = run.calibration_windows(bundle.manifest.score_rows)
     assert 0 < len(windows) <= len(run.holdout)

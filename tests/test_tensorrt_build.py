@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from rundir_fixture import make_run_dir
 
 from edgevae.core.errors import ExportError
 from edgevae.export._rundir import load_run
@@ -30,9 +29,9 @@ needs_tensorrt = pytest.mark.skipif(
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def models(trained_run: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("trt")
-    run = load_run(make_run_dir(root, arch="conv", steps=40))
+    run = load_run(trained_run)
     graph = run.graph
     fp32 = to_onnx(graph, root / "fp32.onnx", graph.window, graph.channels)
     paths = {"fp32": fp32, "run": run.root}
