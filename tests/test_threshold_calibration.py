@@ -64,8 +64,38 @@ def test_quantile_threshold_rejects_bad_parameters(q: float, margin: float) -> N
         quantile_threshold(UNIFORM, q=q, margin=margin)
 
 
-def test_registry_lists_the_quantile_method() -> None:
-    assert METHODS["quantile"] is quantile_threshold
+# Exponential(1) scores at evenly spaced quantiles: the score exceeded with probability r is -log(r) exactly,
+# and their tail above any level is exponential again, so peaks-over-threshold fits it with shape 0.
+EXPONENTIAL = -np.log1p(-(np.arange(10_000) + 0.5) / 10_000)
+# method -> (hold-out scores, training scores or None, parameters, the threshold they must give, its relative
+# tolerance). Every
+# registered method needs a row: a new method fails below until it has a case of known value.
+KNOWN: dict[str, tuple[np.ndarray, np.ndarray | None, dict[str, float], float, float]] = {
+    # the 0.9 quantile of 0, 0.001, ..., 1, raised by a margin of 1.5
+    "quantile": (UNIFORM, None, {"q": 0.9, "margin": 1.5}, 1.35, 1e-9),
+    # the training scores' 0.99 quantile (0.99), scaled by the hold-out's 0.95 quantile ratio (2), margin 1
+    "scaled-quantile": (
+        2 * np.linspace(0.0, 1.0, 101),
+        np.linspace(0.0, 1.0, 101),
+        {"q": 0.99, "ratio_q": 0.95, "margin": 1.0},
+        1.98,
+        1e-9,
+    ),
+    # risk 1e-3 of an exponential tail: -log(1e-3) = 6.908, extrapolated from the 200 peaks above the 0.98 quantile
+    "pot": (EXPONENTIAL, None, {"risk": 1e-3, "init_quantile": 0.98}, float(np.log(1e3)), 0.01),
+}
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_every_registered_method_gives_a_known_threshold(method: str) -> None:
+    assert method in KNOWN, f"threshold method {method!r} has no case of known value in KNOWN"
+    scores, training, params, expected, rel = KNOWN[method]
+    threshold = calibrate(scores, method, training, **params)
+    assert threshold.value == pytest.approx(expected, rel=rel)
+    assert (threshold.method, threshold.params, threshold.calibration_windows) == (method, params, len(scores))
+    # scaling every score scales the threshold: each rule reads levels off the scores, in their units
+    doubled = calibrate(2 * scores, method, None if training is None else 2 * training, **params)
+    assert doubled.value == pytest.approx(2 * threshold.value, rel=1e-4)
 
 
 def test_calibrate_records_method_parameters_and_window_count() -> None:
