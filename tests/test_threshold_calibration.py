@@ -68,8 +68,7 @@ def test_quantile_threshold_rejects_bad_parameters(q: float, margin: float) -> N
 # and their tail above any level is exponential again, so peaks-over-threshold fits it with shape 0.
 EXPONENTIAL = -np.log1p(-(np.arange(10_000) + 0.5) / 10_000)
 # method -> (hold-out scores, training scores or None, parameters, the threshold they must give, its relative
-# tolerance). Every
-# registered method needs a row: a new method fails below until it has a case of known value.
+# tolerance). Every registered method needs a row: a new method fails below until it has a case of known value.
 KNOWN: dict[str, tuple[np.ndarray, np.ndarray | None, dict[str, float], float, float]] = {
     # the 0.9 quantile of 0, 0.001, ..., 1, raised by a margin of 1.5
     "quantile": (UNIFORM, None, {"q": 0.9, "margin": 1.5}, 1.35, 1e-9),
