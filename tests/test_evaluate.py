@@ -9,8 +9,20 @@ import numpy as np
 import pytest
 
 from edgevae.core import metrics
-from edgevae.evaluation.evaluate import EvalConfig, evaluate, labelled_files, summarize
+from edgevae.core.decision import Debounce, Debouncer
+from edgevae.evaluation.evaluate import (
+    FIT_ROWS,
+    PRECISIONS,
+    PROTOCOLS,
+    EvalConfig,
+    FileResult,
+    evaluate,
+    labelled_files,
+    summarize,
+)
 from edgevae.evaluation.report import write_report
+from edgevae.training.config import TrainConfig, resolve_splits
+from edgevae.training.data import split_rows
 
 SKAB = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "SKAB" / "data"
 
@@ -19,8 +31,9 @@ pytestmark = pytest.mark.skipif(not SKAB.is_dir(), reason=f"SKAB data not found 
 
 @pytest.fixture(scope="module")
 def document(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    cfg = EvalConfig(data=SKAB, out=tmp_path_factory.mktemp("report"), max_files=2, epochs=3, window=16)
-    return evaluate(cfg)
+    # Small and brief, with explicit sizes; the threshold rule and debounce are export's defaults.
+    flags = ("--epochs", "3", "--window", "16", "--hidden", "32", "--latent", "4")
+    return evaluate(EvalConfig(data=SKAB, out=tmp_path_factory.mktemp("report"), max_files=2, train_flags=flags))
 
 
 def test_files_are_found_in_skab_order() -> None:
@@ -82,40 +95,52 @@ def test_summarize_pools_files_before_the_ratios(document: dict) -> None:
     assert summarize(results)["far"] == pytest.approx(metrics.far(total))
 
 
-@pytest.mark.parametrize(
-    ("method", "score_rows", "train_ends", "holdout_ends"),
-    [
-        # training windows end in the 340 training rows; hold-out windows score only validation rows
-        ("scaled-quantile", 8, (31, 339), (347, 399)),
-        # scoring the whole window: hold-out windows lie wholly in the validation rows
-        ("scaled-quantile", 0, (31, 339), (371, 399)),
-        # other methods calibrate on every fit window, and the run's training sample is left alone
-        ("quantile", 8, None, (31, 399)),
-        ("pot", 8, None, (31, 399)),
-    ],
-)
-def test_leaderboard_calibration_windows(
-    tmp_path: Path, method: str, score_rows: int, train_ends: tuple[int, int] | None, holdout_ends: tuple[int, int]
-) -> None:
-    from edgevae.evaluation.evaluate import _calibrate_on_fit_rows
-
-    untouched = np.full((5, 32, 2), -1.0, dtype=np.float32)
-    np.savez_compressed(tmp_path / "calibration.npz", holdout=untouched, train_sample=untouched)
-    # each row's value is its index, so a window's last value says which row it ends on
-    values = np.repeat(np.arange(400.0)[:, None], 2, axis=1)
-    cfg = EvalConfig(data=SKAB, out=tmp_path, threshold_method=method, score_rows=score_rows, splits=(0.85, 0.15, 0.0))
-    _calibrate_on_fit_rows(tmp_path, values, cfg)
-    with np.load(tmp_path / "calibration.npz") as cal:
-        for key, ends in (("train_sample", train_ends), ("holdout", holdout_ends)):
-            last = cal[key][:, -1, 0]
-            if ends is None:
-                assert np.array_equal(cal[key], untouched)
-            else:
-                assert (last.min(), last.max(), len(last)) == (ends[0], ends[1], ends[1] - ends[0] + 1)
-                assert np.all(np.diff(last) == 1)
+def test_leaderboard_thresholds_are_calibrated_on_unseen_fit_rows(document: dict) -> None:
+    # 400 fit rows are small data: train on the first 85 %, and the 60 validation rows double as the hold-out.
+    # A hold-out window counts when all the rows it scores are validation rows.
+    validation = split_rows(FIT_ROWS, resolve_splits(TrainConfig(data=None, out=Path()), FIT_ROWS))[1]
+    for result in document["per_file"]["leaderboard"]["int8"]:
+        model = result.model
+        assert model["calibration_windows"] == validation.stop - validation.start - model["score_rows"] + 1
 
 
-def test_leaderboard_thresholds_are_scaled_from_the_fit_rows(document: dict) -> None:
-    assert document["config"]["threshold_method"] == "scaled-quantile"
-    thresholds = [r.threshold for r in document["per_file"]["leaderboard"]["int8"]]
-    assert all(np.isfinite(t) and t > 0 for t in thresholds)
+def _replay(result: FileResult) -> np.ndarray:
+    """The decisions the threshold and debounce make of the reported scores, row by row, from the first row."""
+    window, stride = result.model["window"], result.model["stride"]
+    debouncer = Debouncer(Debounce(*result.model["debounce"]))
+    decisions = np.zeros(len(result.ratio), dtype=np.int8)
+    for row, ratio in enumerate(result.ratio.tolist()):
+        ends_a_window = row >= window - 1 and (row - window + 1) % stride == 0
+        if ends_a_window:
+            debouncer.update(not ratio <= 1.0)  # a score above the threshold, or NaN, is anomalous
+        decisions[row] = debouncer.is_open
+    return decisions
+
+
+def test_decisions_are_the_debounced_threshold_crossings_of_the_scores(document: dict) -> None:
+    # The deployment protocol scores each file from its first row, so the whole history is in the results.
+    for results in document["per_file"]["deployment"].values():
+        for result in results:
+            assert np.isnan(result.ratio[: result.model["window"] - 1]).all()
+            np.testing.assert_array_equal(result.predictions, _replay(result))
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_reported_figures_follow_from_the_decisions(document: dict, protocol: str, precision: str) -> None:
+    s = document["results"][protocol][precision]
+    labels = np.concatenate([r.labels for r in document["per_file"][protocol][precision]]).astype(bool)
+    flags = np.concatenate([r.predictions for r in document["per_file"][protocol][precision]]).astype(bool)
+    tp, fp = int(np.sum(labels & flags)), int(np.sum(~labels & flags))
+    fn, tn = int(np.sum(labels & ~flags)), int(np.sum(~labels & ~flags))
+    assert (s["tp"], s["fp"], s["fn"], s["tn"]) == (tp, fp, fn, tn)
+    assert s["f1"] == pytest.approx(2 * tp / (2 * tp + fp + fn))
+    assert s["far"] == pytest.approx(100 * fp / (fp + tn))
+    assert s["mar"] == pytest.approx(100 * fn / (fn + tp))
+
+
+def test_the_detector_beats_flagging_everything_on_the_leaderboard(document: dict) -> None:
+    for s in document["results"]["leaderboard"].values():
+        assert s["f1"] > s["trivial_f1"]
+        assert s["far"] < s["trivial_far"] == 100.0
+        assert s["auroc"] > 0.5  # anomalous rows score higher than normal ones more often than not
