@@ -12,8 +12,7 @@ from types import FrameType
 from typing import Any
 
 from edgevae.agent.bundle import load_bundle
-from edgevae.agent.config import Config, load_config, read_toml
-from edgevae.agent.schema import BadValue, SchemaError, example_toml
+from edgevae.agent.config import BadValue, Config, InvalidConfig, example_toml, load_config, read_toml
 from edgevae.core.errors import BundleError, ConfigError, ModelLoadError
 
 logger = logging.getLogger("agent")
@@ -98,11 +97,11 @@ def check(config: Config) -> list[BadValue]:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.print_config:
-        sys.stdout.write(example_toml(Config))
+        sys.stdout.write(example_toml())
         return EXIT_OK
     try:
         config = load_config(config_document(args))
-    except SchemaError as exc:
+    except InvalidConfig as exc:
         print(f"invalid config{f' {args.config}' if args.config else ''}:", file=sys.stderr)
         for bad_value in exc.bad_values:
             print(f"  {bad_value}", file=sys.stderr)

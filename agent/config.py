@@ -1,19 +1,30 @@
-"""The agent's TOML config: one dataclass per section, validated at startup with every error named by key path."""
+"""The agent's TOML config: one pydantic model per table, validated at startup with every error named by key path."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import sys
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+import types
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Union, get_args, get_origin
 from urllib.parse import urlsplit
 
-from edgevae.agent.backends import available_backends, backend_config
-from edgevae.agent.schema import BadValue, Problem, SchemaError, build
-from edgevae.core.errors import ConfigError, EdgeVAEError
+import annotated_types
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from edgevae.agent.backends import (
+    DEFAULT_BACKEND,
+    REGISTRY,
+    BackendConfig,
+    BackendOptions,
+    OrtCpuBackendConfig,
+    available_backends,
+)
+from edgevae.core.errors import ConfigError
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -22,51 +33,83 @@ else:  # pragma: no cover
 
 CREDENTIALS_ENV = "CREDENTIALS_DIRECTORY"
 _TOPIC_CHARS = frozenset("+#/")
+MQTT_STRING_BYTES = 65535  # the longest UTF-8 string MQTT carries: a client id, user name or topic
+
+# (key relative to the table that found it, the value, what was expected); "" is the key that table sits at.
+Problem = tuple[str, Any, str]
 
 
-@dataclass(frozen=True)
-class TlsConfig:
-    ca: str = field(default="", metadata={"description": "CA bundle file; empty uses the system CAs"})
-    cert: str = field(default="", metadata={"description": "client certificate file for mutual TLS"})
-    key: str = field(default="", metadata={"description": "private key file of the client certificate"})
+class Problems(ValueError):
+    """Raised by a validator with every problem it found; `load_config` reports each under its own key path."""
 
-    def check(self) -> list[Problem]:
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(f"{key}: {value!r}: {expected}" for key, value, expected in problems))
+
+
+def _raise_any(problems: list[Problem]) -> None:
+    if problems:
+        raise Problems(problems)
+
+
+class Table(BaseModel):
+    """Base of every table: unknown keys are errors, and values are taken as TOML typed them ("60" is no number)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
+
+
+class TlsConfig(Table):
+    ca: str = Field(default="", description="CA bundle file; empty uses the system CAs")
+    cert: str = Field(default="", description="client certificate file for mutual TLS")
+    key: str = Field(default="", description="private key file of the client certificate")
+
+    @model_validator(mode="after")
+    def _files(self) -> TlsConfig:
         problems: list[Problem] = [
-            (name, value, "a readable file") for name, value in vars(self).items() if value and not _readable(value)
+            (name, value, "a readable file") for name, value in self if value and not _readable(value)
         ]
         if bool(self.cert) != bool(self.key):
             problems.append(("key" if self.cert else "cert", "", "set together with `cert`/`key`"))
-        return problems
+        _raise_any(problems)
+        return self
 
 
-@dataclass(frozen=True)
-class MqttConfig:
-    broker: str = field(
+class MqttConfig(Table):
+    broker: str = Field(
         default="mqtt://localhost:1883",
-        metadata={"description": "broker URL: mqtt://host[:port] (default port 1883) or mqtts://host[:port] (8883)"},
+        description="broker URL: mqtt://host[:port] (default port 1883) or mqtts://host[:port] (8883)",
     )
-    client_id: str = field(
-        default="", metadata={"description": "MQTT client id and agent id in output topics; empty: edgevae-<hostname>"}
+    protocol: Literal["5", "3.1.1"] = Field(
+        default="5", description='MQTT version: "5", or "3.1.1" for a broker that speaks only that'
     )
-    username: str = field(default="", metadata={"description": "user name for broker authentication"})
-    password_file: str = field(default="", metadata={"description": "file holding the broker password"})
-    password_credential: str = field(
-        default="",
-        metadata={"description": "name of a systemd credential (LoadCredential=) holding the broker password"},
+    client_id: str = Field(
+        default="", description="MQTT client id and agent id in output topics; empty: edgevae-<hostname>"
     )
-    tls: TlsConfig = field(default_factory=TlsConfig, metadata={"description": "TLS files (mqtts:// only)"})
-    keepalive: int = field(default=60, metadata={"description": "keepalive interval in seconds", "ge": 5})
-    qos: Literal[0, 1, 2] = field(default=1, metadata={"description": "QoS of the sensor topic subscriptions"})
-    topics: tuple[str, ...] = field(
+    username: str = Field(default="", description="user name for broker authentication")
+    password_file: str = Field(default="", description="file holding the broker password")
+    password_credential: str = Field(
+        default="", description="name of a systemd credential (LoadCredential=) holding the broker password"
+    )
+    tls: TlsConfig = Field(default_factory=TlsConfig, description="TLS files (mqtts:// only)")
+    keepalive: int = Field(default=60, ge=1, le=65535, description="keepalive interval in seconds")
+    qos: Literal[0, 1, 2] = Field(default=1, description="QoS of the sensor topic subscriptions")
+    # Not strict: a TOML array arrives as a list.
+    topics: tuple[str, ...] = Field(
         default=("sensors/+/data",),
-        metadata={"description": "sensor topic filters; the single `+` level of each is the device id"},
+        strict=False,
+        description="sensor topic filters; the single `+` level of each is the device id",
     )
-    topic_prefix: str = field(
-        default="edgevae", metadata={"description": "first level of every topic the agent publishes"}
-    )
-    reconnect_max_s: int = field(
-        default=60, metadata={"description": "longest wait between reconnect attempts, in seconds", "ge": 1}
-    )
+    topic_prefix: str = Field(default="edgevae", description="first level of every topic the agent publishes")
+    reconnect_max_s: int = Field(default=60, ge=1, description="longest wait between reconnect attempts, in seconds")
+
+    @field_validator("qos", mode="before")
+    @classmethod
+    def _qos_is_no_bool(cls, value: Any) -> Any:
+        # A Literal of ints compares equal to True and False; `true` is never a QoS.
+        if isinstance(value, bool):
+            msg = "a bool is not a QoS"
+            raise ValueError(msg)  # reported with the field's expectation, like any bad value
+        return value
 
     @property
     def use_tls(self) -> bool:
@@ -80,25 +123,27 @@ class MqttConfig:
     def port(self) -> int:
         return urlsplit(self.broker).port or (8883 if self.use_tls else 1883)
 
-    def check(self) -> list[Problem]:
-        return self._check_broker() + self._check_topics() + self._check_password()
+    @model_validator(mode="after")
+    def _rules(self) -> MqttConfig:
+        _raise_any(self._broker_problems() + self._topic_problems() + self._password_problems())
+        return self
 
-    def _check_broker(self) -> list[Problem]:
+    def _broker_problems(self) -> list[Problem]:
         try:
             url = urlsplit(self.broker)
-            _ = url.port  # raises ValueError on a port that is not a number in range
+            port = url.port  # raises ValueError on a port that is not a number in 0..65535
         except ValueError:
-            url = None
-        if url is None or url.scheme not in ("mqtt", "mqtts") or not url.hostname:
+            url, port = None, None
+        if url is None or url.scheme not in ("mqtt", "mqtts") or not url.hostname or port == 0:
             return [("broker", self.broker, "a URL mqtt://host[:port] or mqtts://host[:port]")]
         if url.username or url.password or url.path.strip("/") or url.query:
             return [("broker", self.broker, "only scheme, host and port (credentials go in username/password_file)")]
         if not self.use_tls and self.tls != TlsConfig():
-            name, value = next((k, v) for k, v in vars(self.tls).items() if v)
+            name, value = next((k, v) for k, v in self.tls if v)
             return [(f"tls.{name}", value, "TLS files only with an mqtts:// broker")]
         return []
 
-    def _check_topics(self) -> list[Problem]:
+    def _topic_problems(self) -> list[Problem]:
         problems: list[Problem] = []
         if any(c in _TOPIC_CHARS for c in self.client_id):
             problems.append(("client_id", self.client_id, "an id without '/', '+' or '#' (it is a topic level)"))
@@ -108,11 +153,17 @@ class MqttConfig:
             levels = topic.split("/")
             if levels.count("+") != 1 or any(lv != "+" and ("+" in lv or "#" in lv) for lv in levels):
                 problems.append((f"topics[{i}]", topic, "a topic filter with exactly one `+` level (the device id)"))
-        if not all(self.topic_prefix.split("/")) or any(c in "+#" for c in self.topic_prefix):
-            problems.append(("topic_prefix", self.topic_prefix, "topic levels without wildcards or empty levels"))
+        prefix = self.topic_prefix
+        if not all(prefix.split("/")) or any(c in "+#" for c in prefix):
+            problems.append(("topic_prefix", prefix, "topic levels without wildcards or empty levels"))
+        elif prefix.startswith("$"):
+            problems.append(("topic_prefix", prefix, "a topic that does not start with '$' (brokers reserve those)"))
+        strings = [("client_id", self.client_id), ("username", self.username), ("topic_prefix", prefix)]
+        strings += [(f"topics[{i}]", topic) for i, topic in enumerate(self.topics)]
+        problems += [(key, value, _MQTT_STRING) for key, value in strings if not _mqtt_string(value)]
         return problems
 
-    def _check_password(self) -> list[Problem]:
+    def _password_problems(self) -> list[Problem]:
         problems: list[Problem] = []
         if self.password_file and self.password_credential:
             problems.append(("password_credential", self.password_credential, "left out when password_file is set"))
@@ -131,100 +182,92 @@ class MqttConfig:
         return problems
 
 
-@dataclass(frozen=True)
-class ModelConfig:
-    bundle: str = field(default="", metadata={"description": "model bundle: a folder with manifest.json, or a .tar.gz"})
-    backend: dict[str, Any] = field(
-        default_factory=lambda: {"type": "onnxruntime-cpu"},
-        metadata={"description": 'runtime table, e.g. {type = "onnxruntime-cpu", threads = 1}'},
+class ModelConfig(Table):
+    bundle: str = Field(
+        default="",
+        validate_default=True,  # so that a config without a bundle says so
+        description="model bundle: a folder with manifest.json, or a .tar.gz",
     )
+    backend: BackendConfig = Field(
+        default=OrtCpuBackendConfig(),
+        description="runtime: `type` names the backend, the other keys are its options",
+    )
+
+    @field_validator("bundle")
+    @classmethod
+    def _bundle_exists(cls, bundle: str) -> str:
+        if not bundle:
+            raise Problems([("", "", "the path of a model bundle (or --bundle)")])
+        if not Path(bundle).exists():
+            raise Problems([("", bundle, "an existing bundle folder or .tar.gz")])
+        return bundle
+
+    @field_validator("backend", mode="before")
+    @classmethod
+    def _default_type(cls, backend: Any) -> Any:
+        if isinstance(backend, Mapping) and "type" not in backend:
+            return {"type": DEFAULT_BACKEND, **backend}
+        return backend
 
     @property
     def backend_key(self) -> str:
-        return str(self.backend.get("type", "onnxruntime-cpu"))
-
-    def check(self) -> list[Problem]:
-        problems: list[Problem] = []
-        if not self.bundle:
-            problems.append(("bundle", "", "the path of a model bundle (or --bundle)"))
-        elif not Path(self.bundle).exists():
-            problems.append(("bundle", self.bundle, "an existing bundle folder or .tar.gz"))
-        if self.backend_key not in available_backends():
-            problems.append(("backend.type", self.backend_key, f"one of {', '.join(available_backends())}"))
-            return problems
-        try:
-            backend_config(self.backend_key, self.backend)
-        except SchemaError as exc:
-            problems.extend((f"backend.{i.path}", i.value, i.expected) for i in exc.bad_values)
-        except EdgeVAEError as exc:
-            problems.append(("backend.type", self.backend_key, str(exc)))
-        return problems
+        return self.backend.type
 
 
-@dataclass(frozen=True)
-class DetectionConfig:
-    trigger: int | None = field(
-        default=None,
-        metadata={
-            "description": "windows above threshold in a row that open an alert; left out: the bundle's",
-            "ge": 1,
-        },
+class DetectionConfig(Table):
+    trigger: int | None = Field(
+        default=None, ge=1, description="windows above threshold in a row that open an alert; left out: the bundle's"
     )
-    clear: int | None = field(
-        default=None,
-        metadata={"description": "windows below threshold in a row that end an alert; left out: the bundle's", "ge": 1},
+    clear: int | None = Field(
+        default=None, ge=1, description="windows below threshold in a row that end an alert; left out: the bundle's"
     )
-    max_batch: int = field(default=256, metadata={"description": "most windows scored in one backend call", "ge": 1})
-    max_gap_periods: float = field(
+    max_batch: int = Field(default=256, ge=1, description="most windows scored in one backend call")
+    max_gap_periods: float = Field(
         default=10.0,
-        metadata={
-            "description": "a gap longer than this many sample periods restarts a device's window; 0: never",
-            "ge": 0,
-        },
+        ge=0,
+        description="a gap longer than this many sample periods restarts a device's window; 0: never",
     )
-    unknown_channels: Literal["drop", "ignore"] = field(
+    unknown_channels: Literal["drop", "ignore"] = Field(
         default="drop",
-        metadata={"description": "a reading with channels the model does not know: drop it (counted) or ignore them"},
+        description="a reading with channels the model does not know: drop it (counted) or ignore them",
     )
 
 
-@dataclass(frozen=True)
-class LimitsConfig:
-    max_payload_bytes: int = field(default=65536, metadata={"description": "larger messages are dropped", "ge": 64})
-    max_readings_per_message: int = field(
-        default=1000, metadata={"description": "batched messages with more readings are dropped", "ge": 1}
+class LimitsConfig(Table):
+    max_payload_bytes: int = Field(default=65536, ge=64, description="larger messages are dropped")
+    max_readings_per_message: int = Field(
+        default=1000, ge=1, description="batched messages with more readings are dropped"
     )
-    max_devices: int = field(
-        default=1000, metadata={"description": "readings from further devices are dropped", "ge": 1}
-    )
-    queue_size: int = field(
-        default=10000, metadata={"description": "messages held between the network thread and scoring", "ge": 1}
-    )
+    max_devices: int = Field(default=1000, ge=1, description="readings from further devices are dropped")
+    queue_size: int = Field(default=10000, ge=1, description="messages held between the network thread and scoring")
 
 
-@dataclass(frozen=True)
-class StatsConfig:
-    interval_s: float = field(
-        default=60.0, metadata={"description": "seconds between retained stats messages", "gt": 0}
-    )
+class StatsConfig(Table):
+    interval_s: float = Field(default=60.0, gt=0, description="seconds between retained stats messages")
 
 
-@dataclass(frozen=True)
-class LogConfig:
-    level: Literal["debug", "info", "warning", "error"] = field(default="info", metadata={"description": "log level"})
-    drop_warning_interval_s: float = field(
-        default=60.0, metadata={"description": "at most one warning per drop reason in this many seconds", "ge": 0}
+class LogConfig(Table):
+    level: Literal["debug", "info", "warning", "error"] = Field(default="info", description="log level")
+    drop_warning_interval_s: float = Field(
+        default=60.0, ge=0, description="at most one warning per drop reason in this many seconds"
     )
 
 
-@dataclass(frozen=True)
-class Config:
-    mqtt: MqttConfig = field(default_factory=MqttConfig, metadata={"description": "broker connection and topics"})
-    model: ModelConfig = field(default_factory=ModelConfig, metadata={"description": "model bundle and runtime"})
-    detection: DetectionConfig = field(default_factory=DetectionConfig, metadata={"description": "scoring and alerts"})
-    limits: LimitsConfig = field(default_factory=LimitsConfig, metadata={"description": "bounds on untrusted input"})
-    stats: StatsConfig = field(default_factory=StatsConfig, metadata={"description": "periodic stats messages"})
-    log: LogConfig = field(default_factory=LogConfig, metadata={"description": "logging"})
+class Config(Table):
+    mqtt: MqttConfig = Field(default_factory=MqttConfig, description="broker connection and topics")
+    model: ModelConfig = Field(default_factory=ModelConfig, description="model bundle and runtime")
+    detection: DetectionConfig = Field(default_factory=DetectionConfig, description="scoring and alerts")
+    limits: LimitsConfig = Field(default_factory=LimitsConfig, description="bounds on untrusted input")
+    stats: StatsConfig = Field(default_factory=StatsConfig, description="periodic stats messages")
+    log: LogConfig = Field(default_factory=LogConfig, description="logging")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _validate_left_out_tables(cls, data: Any) -> Any:
+        # A table left out is validated from {}, in place, so that its rules run and its errors have key paths.
+        if isinstance(data, Mapping):
+            return {**{name: {} for name in cls.model_fields}, **data}
+        return data
 
     @property
     def agent_id(self) -> str:
@@ -233,6 +276,29 @@ class Config:
 
 def default_client_id() -> str:
     return "edgevae-" + "".join(c if c not in _TOPIC_CHARS else "_" for c in socket.gethostname())
+
+
+# --- reading and validating a document ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BadValue:
+    """One bad value: where it is, what it was, what was expected."""
+
+    path: str
+    value: Any
+    expected: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {_show(self.value)}: {self.expected}"
+
+
+class InvalidConfig(ConfigError):
+    """Every problem found in one document, each with its key path."""
+
+    def __init__(self, bad_values: list[BadValue]) -> None:
+        self.bad_values = bad_values
+        super().__init__("\n".join(str(bad_value) for bad_value in bad_values))
 
 
 def read_toml(path: str | Path) -> dict[str, Any]:
@@ -249,7 +315,7 @@ def read_toml(path: str | Path) -> dict[str, Any]:
 
 
 def load_config(data: Mapping[str, Any]) -> Config:
-    """Validate a parsed config document; SchemaError lists every problem, each with its key path."""
+    """Validate a parsed config document; InvalidConfig lists every problem, each with its key path."""
     bad_values: list[BadValue] = []
     mqtt = data.get("mqtt")
     if isinstance(mqtt, dict) and "password" in mqtt:
@@ -259,11 +325,11 @@ def load_config(data: Mapping[str, Any]) -> Config:
         )
         data = {**data, "mqtt": {k: v for k, v in mqtt.items() if k != "password"}}
     try:
-        config = build(Config, dict(data))
-    except SchemaError as exc:
-        raise SchemaError(bad_values + exc.bad_values) from None
+        config = Config.model_validate(data)
+    except ValidationError as exc:
+        raise InvalidConfig(bad_values + bad_values_of(exc)) from None
     if bad_values:
-        raise SchemaError(bad_values)
+        raise InvalidConfig(bad_values)
     return config
 
 
@@ -276,6 +342,141 @@ def read_password(mqtt: MqttConfig) -> str | None:
         return None
     # Files written by editors and `echo` end in a newline that is never part of the secret.
     return Path(path).read_text().rstrip("\r\n")
+
+
+def bad_values_of(exc: ValidationError) -> list[BadValue]:
+    """pydantic's errors as `key path: value: what was expected`, the expectation written from the field."""
+    out: list[BadValue] = []
+    for error in exc.errors():
+        path, table, tp, meta = _locate(error["loc"])
+        value, cause = error["input"], (error.get("ctx") or {}).get("error")
+        if isinstance(cause, Problems):
+            out += [BadValue(_join(path, key), v, expected) for key, v, expected in cause.problems]
+        elif error["type"] == "extra_forbidden":
+            out.append(BadValue(path, value, f"unknown key; allowed keys: {', '.join(table.model_fields)}"))
+        elif error["type"] == "union_tag_invalid":
+            out.append(BadValue(_join(path, "type"), error["ctx"]["tag"], f"one of {', '.join(available_backends())}"))
+        else:
+            out.append(BadValue(path, value, _expected(tp, meta)))
+    return out
+
+
+def _locate(loc: tuple[int | str, ...]) -> tuple[str, type[BaseModel], Any, list[Any]]:
+    """(key path, table holding the last key, its type, its constraints) of a pydantic error location."""
+    path = ""
+    table: type[BaseModel] = Config
+    tp: Any = Config
+    meta: list[Any] = []
+    for part in loc:
+        if isinstance(part, int):  # an item of a list
+            path, tp, meta = f"{path}[{part}]", get_args(tp)[0], []
+        elif _is_backend_union(tp) and part in REGISTRY:  # the tag pydantic puts in the path inside a union
+            tp = REGISTRY[part].options
+        elif _is_table(tp):
+            table, path = tp, _join(path, part)
+            field = table.model_fields.get(part)
+            tp, meta = (field.annotation, field.metadata) if field is not None else (Any, [])
+    return path, table, tp, meta
+
+
+def _is_backend_union(tp: Any) -> bool:
+    args = get_args(tp)
+    return get_origin(tp) in (Union, types.UnionType) and all(
+        _is_table(a) and issubclass(a, BackendOptions) for a in args
+    )
+
+
+def _is_table(tp: Any) -> bool:
+    return isinstance(tp, type) and issubclass(tp, BaseModel)
+
+
+def _expected(tp: Any, meta: list[Any]) -> str:
+    origin, args = get_origin(tp), get_args(tp)
+    if _is_backend_union(tp):
+        return f"a table whose `type` is one of {', '.join(available_backends())}"
+    if origin in (Union, types.UnionType) and type(None) in args:
+        (inner,) = (a for a in args if a is not type(None))
+        return _expected(inner, meta) + ", or left out"
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in args)
+    if origin is tuple:
+        return f"a list of {_expected(args[0], []).removeprefix('a ').removeprefix('an ')}s"
+    if _is_table(tp):
+        return f"a table with keys: {', '.join(tp.model_fields)}"
+    ops = ((annotated_types.Ge, "ge", ">="), (annotated_types.Gt, "gt", ">"), (annotated_types.Le, "le", "<="))
+    bounds = [f"{op} {getattr(m, name)}" for m in meta for kind, name, op in ops if isinstance(m, kind)]
+    names = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+    return " ".join([names.get(tp, getattr(tp, "__name__", str(tp))), " and ".join(bounds)]).strip()
+
+
+# --- the example file -------------------------------------------------------------------------------------
+
+
+def reference(table: type[BaseModel] = Config, path: str = "") -> Iterator[tuple[str, str, Any, str]]:
+    """(key path, what is expected, default, description) of every key, for --print-config and the docs.
+
+    `model.backend` is shown with the default backend's keys; the other backends' keys are in docs/agent.md.
+    """
+    subtables: list[tuple[type[BaseModel], str]] = []
+    for name, field in table.model_fields.items():
+        key, tp = _join(path, name), field.annotation
+        if _is_backend_union(tp):
+            tp = REGISTRY[DEFAULT_BACKEND].options
+        if isinstance(tp, type) and issubclass(tp, BaseModel):
+            subtables.append((tp, key))  # after the values, as TOML needs
+            continue
+        expected = _expected(tp, field.metadata)
+        if issubclass(table, BackendOptions) and name == "type":
+            expected = f"one of {', '.join(available_backends())}"
+        yield key, expected, field.get_default(call_default_factory=True), field.description or ""
+    for sub, key in subtables:
+        yield from reference(sub, key)
+
+
+def example_toml(table: type[BaseModel] = Config) -> str:
+    """A config file that sets every key to its default, each described in a comment."""
+    lines: list[str] = []
+    section = None
+    for key, expected, default, description in reference(table):
+        name_of_table, _, name = key.rpartition(".")
+        if name_of_table != section:
+            lines.append(f"\n[{name_of_table}]")
+            section = name_of_table
+        lines.append(f"# {description} ({expected})")
+        lines.append(f"{name} = {_toml(default)}" if default is not None else f"# {name} =")
+    return "\n".join(lines).lstrip() + "\n"
+
+
+def _toml(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    return repr(value)
+
+
+# --- small helpers ----------------------------------------------------------------------------------------
+
+_MQTT_STRING = f"at most {MQTT_STRING_BYTES} bytes of UTF-8, without U+0000 (an MQTT string)"
+
+
+def _mqtt_string(text: str) -> bool:
+    try:
+        encoded = text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate, e.g. from an undecodable command-line byte
+        return False
+    return "\0" not in text and len(encoded) <= MQTT_STRING_BYTES
+
+
+def _join(path: str, key: int | str) -> str:
+    return f"{path}.{key}" if path and key != "" else path or str(key)
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _readable(path: str) -> bool:

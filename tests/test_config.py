@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 
 from edgevae.agent.__main__ import main
-from edgevae.agent.config import Config, load_config, read_password, read_toml
+from edgevae.agent.backends import REGISTRY, BackendConfig
+from edgevae.agent.config import Config, InvalidConfig, load_config, read_password, read_toml, reference
 from edgevae.agent.readings import DropReason
-from edgevae.agent.schema import SchemaError, reference
 
 
 def doc(bundle: Path, **sections: dict[str, Any]) -> dict[str, Any]:
@@ -23,10 +23,17 @@ def doc(bundle: Path, **sections: dict[str, Any]) -> dict[str, Any]:
 TOPIC = "a topic filter with exactly one `+` level (the device id)"
 URL = "a URL mqtt://host[:port] or mqtts://host[:port]"
 ALL_BACKENDS = "one of onnxruntime-cpu, onnxruntime-cuda, tensorrt"
+KEEPALIVE = "an integer >= 1 and <= 65535"
+PREFIX = "topic levels without wildcards or empty levels"
+MQTT_STRING = "at most 65535 bytes of UTF-8, without U+0000 (an MQTT string)"
+MQTT_KEYS = (
+    "broker, protocol, client_id, username, password_file, password_credential, tls, keepalive, qos, topics, "
+    "topic_prefix, reconnect_max_s"
+)
 
 
 def errors(data: dict[str, Any]) -> list[str]:
-    with pytest.raises(SchemaError) as info:
+    with pytest.raises(InvalidConfig) as info:
         load_config(data)
     return [str(bad_value) for bad_value in info.value.bad_values]
 
@@ -50,21 +57,40 @@ def test_mqtts_defaults_to_port_8883(bundle: Path) -> None:
     [
         ("mqtt", {"qos": 3}, "mqtt.qos: 3: one of 0, 1, 2"),
         ("mqtt", {"qos": True}, "mqtt.qos: True: one of 0, 1, 2"),  # a bool is not a QoS
-        ("mqtt", {"keepalive": 1}, "mqtt.keepalive: 1: an integer >= 5"),
-        ("mqtt", {"keepalive": "60"}, "mqtt.keepalive: '60': an integer >= 5"),
+        ("mqtt", {"qos": False}, "mqtt.qos: False: one of 0, 1, 2"),
+        ("mqtt", {"keepalive": 0}, "mqtt.keepalive: 0: " + KEEPALIVE),  # MQTT's 0 (no keepalive) is refused
+        ("mqtt", {"keepalive": 65536}, "mqtt.keepalive: 65536: " + KEEPALIVE),  # a two-byte field in CONNECT
+        ("mqtt", {"keepalive": "60"}, "mqtt.keepalive: '60': " + KEEPALIVE),  # TOML's strings are not numbers
+        ("mqtt", {"keepalive": 1.5}, "mqtt.keepalive: 1.5: " + KEEPALIVE),
+        ("mqtt", {"protocol": "3"}, "mqtt.protocol: '3': one of '5', '3.1.1'"),
+        ("mqtt", {"protocol": 5}, "mqtt.protocol: 5: one of '5', '3.1.1'"),  # a version, written as a string
         ("mqtt", {"topics": "a/+/b"}, "mqtt.topics: 'a/+/b': a list of strings"),
         ("mqtt", {"topics": ["a/+/b", 7]}, "mqtt.topics[1]: 7: a string"),
         ("mqtt", {"topics": ["a/b"]}, "mqtt.topics[0]: 'a/b': " + TOPIC),
         ("mqtt", {"topics": ["a/+/#"]}, "mqtt.topics[0]: 'a/+/#': " + TOPIC),
         ("mqtt", {"broker": "http://x"}, "mqtt.broker: 'http://x': " + URL),
         ("mqtt", {"broker": "mqtt://x:99999"}, "mqtt.broker: 'mqtt://x:99999': " + URL),
+        ("mqtt", {"broker": "mqtt://x:0"}, "mqtt.broker: 'mqtt://x:0': " + URL),  # ports are 1..65535
+        ("mqtt", {"broker": "mqtt://:1883"}, "mqtt.broker: 'mqtt://:1883': " + URL),  # no host
         (
             "mqtt",
             {"broker": "mqtt://u:p@x"},
             "mqtt.broker: 'mqtt://u:p@x': only scheme, host and port (credentials go in username/password_file)",
         ),
         ("mqtt", {"client_id": "a/b"}, "mqtt.client_id: 'a/b': an id without '/', '+' or '#' (it is a topic level)"),
-        ("mqtt", {"topic_prefix": "a//b"}, "mqtt.topic_prefix: 'a//b': topic levels without wildcards or empty levels"),
+        ("mqtt", {"topic_prefix": "a//b"}, "mqtt.topic_prefix: 'a//b': " + PREFIX),
+        ("mqtt", {"topic_prefix": "a/+"}, "mqtt.topic_prefix: 'a/+': " + PREFIX),
+        ("mqtt", {"topic_prefix": "#"}, "mqtt.topic_prefix: '#': " + PREFIX),
+        ("mqtt", {"topic_prefix": ""}, "mqtt.topic_prefix: '': " + PREFIX),
+        (
+            "mqtt",
+            {"topic_prefix": "$SYS"},
+            "mqtt.topic_prefix: '$SYS': a topic that does not start with '$' (brokers reserve those)",
+        ),
+        ("mqtt", {"client_id": "x" * 65536}, f"mqtt.client_id: '{'x' * 76}...: " + MQTT_STRING),
+        ("mqtt", {"client_id": "a\0b"}, "mqtt.client_id: 'a\\x00b': " + MQTT_STRING),
+        ("mqtt", {"username": "é" * 32768}, f"mqtt.username: '{'é' * 76}...: " + MQTT_STRING),  # 2 bytes each
+        ("mqtt", {"tls": "x"}, "mqtt.tls: 'x': a table with keys: ca, cert, key"),
         (
             "mqtt",
             {"tls": {"ca": "/nonexistent"}, "broker": "mqtts://x"},
@@ -90,6 +116,9 @@ def test_mqtts_defaults_to_port_8883(bundle: Path) -> None:
             "model.backend.thread: 1: unknown key; allowed keys: type, threads",
         ),
         ("model", {"backend": {"type": "coreml"}}, "model.backend.type: 'coreml': " + ALL_BACKENDS),
+        ("model", {"backend": "tensorrt"}, "model.backend: 'tensorrt': a table whose `type` is " + ALL_BACKENDS),
+        ("model", {"backend": {"type": "tensorrt", "plan": 1}}, "model.backend.plan: 1: a string"),
+        ("model", {"bundle": 7}, "model.bundle: 7: a string"),
     ],
 )
 def test_bad_values_name_key_value_and_expectation(
@@ -101,8 +130,7 @@ def test_bad_values_name_key_value_and_expectation(
 def test_unknown_keys_name_the_allowed_ones(bundle: Path) -> None:
     got = errors(doc(bundle, mqtt={"brokr": "mqtt://x"}, extra={"a": 1}))
     assert got == [
-        "mqtt.brokr: 'mqtt://x': unknown key; allowed keys: broker, client_id, username, password_file, "
-        "password_credential, tls, keepalive, qos, topics, topic_prefix, reconnect_max_s",
+        "mqtt.brokr: 'mqtt://x': unknown key; allowed keys: " + MQTT_KEYS,
         "extra: {'a': 1}: unknown key; allowed keys: mqtt, model, detection, limits, stats, log",
     ]
 
@@ -110,6 +138,16 @@ def test_unknown_keys_name_the_allowed_ones(bundle: Path) -> None:
 def test_every_problem_is_reported_at_once(bundle: Path) -> None:
     got = errors(doc(bundle, mqtt={"qos": 5}, limits={"max_devices": 0}, log={"level": 1}))
     assert [g.split(":")[0] for g in got] == ["mqtt.qos", "limits.max_devices", "log.level"]
+    backend = {"type": "tensorrt", "workspace_mb": 8, "plan": 1, "threads": 2}
+    got = errors(doc(Path("/no/bundle"), model={"backend": backend}, mqtt={"topics": ["a"], "qos": 1}))
+    assert got == [
+        "mqtt.topics[0]: 'a': " + TOPIC,
+        "model.bundle: '/no/bundle': an existing bundle folder or .tar.gz",
+        "model.backend.plan: 1: a string",
+        "model.backend.workspace_mb: 8: an integer >= 16",
+        "model.backend.threads: 2: unknown key; allowed keys: type, plan, cache_dir, device_id, max_batch, "
+        "opt_batch, workspace_mb",
+    ]
 
 
 def test_inline_password_is_refused(bundle: Path) -> None:
@@ -182,8 +220,7 @@ def test_check_config_cli(tmp_path: Path, bundle: Path, capsys: pytest.CaptureFi
     err = capsys.readouterr().err.splitlines()
     assert err[1:] == [
         "  mqtt.qos: 7: one of 0, 1, 2",
-        "  mqtt.port: 1883: unknown key; allowed keys: broker, client_id, username, password_file, "
-        "password_credential, tls, keepalive, qos, topics, topic_prefix, reconnect_max_s",
+        "  mqtt.port: 1883: unknown key; allowed keys: " + MQTT_KEYS,
     ]
 
     broken = tmp_path / "broken.toml"
@@ -222,3 +259,18 @@ def test_docs_list_every_key_and_drop_reason() -> None:
 def test_a_first_run_without_a_bundle_says_what_is_missing(capsys: pytest.CaptureFixture[str]) -> None:
     assert main([]) == 2
     assert "model.bundle: '': the path of a model bundle (or --bundle)" in capsys.readouterr().err
+
+
+def test_the_systemd_example_is_the_printed_config(capsys: pytest.CaptureFixture[str]) -> None:
+    """systemd/agent.toml is --print-config with the unit's bundle path, so it lists every key of this version."""
+    assert main(["--print-config"]) == 0
+    printed = capsys.readouterr().out
+    example = (Path(__file__).parents[1] / "systemd" / "agent.toml").read_text()
+    body = example[example.index("[mqtt]") :]  # after the header comment
+    assert body.replace('bundle = "/var/lib/edgevae/models/current"', 'bundle = ""') == printed
+
+
+def test_every_registered_backend_has_its_options_in_the_config_union() -> None:
+    tags = {option.model_fields["type"].default for option in get_args(get_args(BackendConfig)[0])}
+    assert tags == set(REGISTRY)
+    assert all(spec.options.model_fields["type"].default == key for key, spec in REGISTRY.items())

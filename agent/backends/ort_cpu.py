@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Any, Final
 
 import numpy as np
 import onnxruntime as ort
 
+from edgevae.agent.backends import OrtCpuBackendConfig
 from edgevae.agent.backends.base import ScoreOutputs
 from edgevae.agent.bundle import CHANNEL_ERROR_OUTPUT, INPUT_NAME, SCORE_OUTPUT
 from edgevae.core.errors import BackendError, ModelLoadError
@@ -17,13 +17,6 @@ from edgevae.core.errors import BackendError, ModelLoadError
 logger = logging.getLogger(__name__)
 
 KEY: Final = "onnxruntime-cpu"
-
-
-@dataclass(frozen=True)
-class OrtCpuBackendConfig:
-    type: Literal["onnxruntime-cpu"] = field(default=KEY, metadata={"description": "backend key"})
-    # One thread measured fastest for models this small, and leaves a core to MQTT and the broker.
-    threads: int = field(default=1, metadata={"description": "ONNX Runtime intra-op threads", "ge": 1})
 
 
 def session_options(threads: int) -> ort.SessionOptions:

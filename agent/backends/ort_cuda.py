@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Any, Final
 
 import onnxruntime as ort
 
+from edgevae.agent.backends import OrtCudaBackendConfig
 from edgevae.agent.backends.ort_cpu import OrtBackend
 from edgevae.core.errors import ModelLoadError
 
@@ -16,13 +16,6 @@ logger = logging.getLogger(__name__)
 
 KEY: Final = "onnxruntime-cuda"
 PROVIDER = "CUDAExecutionProvider"
-
-
-@dataclass(frozen=True)
-class OrtCudaBackendConfig:
-    type: Literal["onnxruntime-cuda"] = field(default=KEY, metadata={"description": "backend key"})
-    device_id: int = field(default=0, metadata={"description": "CUDA device index", "ge": 0})
-    threads: int = field(default=1, metadata={"description": "intra-op threads for nodes left on the CPU", "ge": 1})
 
 
 def providers(cfg: OrtCudaBackendConfig) -> list[Any]:

@@ -5,12 +5,12 @@ from __future__ import annotations
 import logging
 import os
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Any, Final
 
 import numpy as np
 
+from edgevae.agent.backends import TensorRTBackendConfig
 from edgevae.agent.backends.base import ScoreOutputs
 from edgevae.agent.bundle import CHANNEL_ERROR_OUTPUT, INPUT_NAME, SCORE_OUTPUT, sha256_file
 from edgevae.core.errors import BackendError, ModelLoadError
@@ -19,26 +19,6 @@ logger = logging.getLogger(__name__)
 
 KEY: Final = "tensorrt"
 PLAN_NAME = "model.plan"
-
-
-@dataclass(frozen=True)
-class TensorRTBackendConfig:
-    type: Literal["tensorrt"] = field(default=KEY, metadata={"description": "backend key"})
-    plan: str = field(
-        default="",
-        metadata={"description": "engine built on this device; empty: the bundle's model.plan, else built and cached"},
-    )
-    cache_dir: str = field(
-        default="",
-        metadata={
-            "description": "where built engines are kept; "
-            "empty: $CACHE_DIRECTORY/tensorrt, else ~/.cache/edgevae/tensorrt"
-        },
-    )
-    device_id: int = field(default=0, metadata={"description": "CUDA device index", "ge": 0})
-    max_batch: int = field(default=256, metadata={"description": "largest batch of the engine's profile", "ge": 1})
-    opt_batch: int = field(default=16, metadata={"description": "batch size TensorRT tunes for", "ge": 1})
-    workspace_mb: int = field(default=256, metadata={"description": "builder workspace limit in MiB", "ge": 16})
 
 
 def _import_runtime() -> tuple[Any, Any]:
