@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test setup broker lint check clean
+.PHONY: demo test test-fast setup broker lint check clean
 
 setup: $(STAMP)
 
@@ -30,6 +30,10 @@ demo: setup broker
 
 test: setup broker
 	$(PY) -m pytest $(ARGS)
+
+# The tests that neither train, export nor run a protocol: under a minute on two cores.
+test-fast: setup broker
+	$(PY) -m pytest -m "not slow" $(ARGS)
 
 LAYERS := core agent training export evaluation cli demo
 

@@ -23,6 +23,19 @@ from edgevae.agent.config import Config, load_config
 from edgevae.demo.broker import Broker, find_mosquitto, start_broker
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """`make test-fast` leaves out the slow tests; one that trains a run and is not marked slow would quietly
+    put a training run back into it."""
+    unmarked = [
+        item.nodeid
+        for item in items
+        if "trained_run" in getattr(item, "fixturenames", ()) and item.get_closest_marker("slow") is None
+    ]
+    if unmarked:
+        msg = f"these tests use trained_run but are not marked slow: {', '.join(unmarked)}"
+        raise pytest.UsageError(msg)
+
+
 @pytest.fixture(scope="session")
 def broker() -> Iterator[Broker]:
     binary = find_mosquitto()

@@ -28,6 +28,8 @@ from edgevae.export.parity import spearman
 from edgevae.training.checkpoint import load_run
 from edgevae.training.simulate import Fault, simulate_plant
 
+pytestmark = pytest.mark.slow
+
 ROWS = 1200
 FAULT = Fault("pressure", start=600, length=250, kind="offset", magnitude=1.2)
 

@@ -42,6 +42,7 @@ def test_files_are_found_in_skab_order() -> None:
     assert [f"{p.parent.name}/{p.stem}" for p in files[:3]] == ["valve1/0", "valve1/1", "valve1/2"]
 
 
+@pytest.mark.slow
 def test_both_protocols_and_precisions_are_scored(document: dict) -> None:
     assert set(document["results"]) == {"leaderboard", "deployment"}
     for by_precision in document["results"].values():
@@ -54,6 +55,7 @@ def test_both_protocols_and_precisions_are_scored(document: dict) -> None:
             assert 0.0 <= s["auroc"] <= 1.0
 
 
+@pytest.mark.slow
 def test_leaderboard_tests_only_rows_after_the_fit(document: dict) -> None:
     results = document["per_file"]["leaderboard"]["int8"]
     lengths = [len(r.labels) for r in results]
@@ -65,6 +67,7 @@ def test_leaderboard_tests_only_rows_after_the_fit(document: dict) -> None:
     assert [len(r.labels) for r in deployment] == rows
 
 
+@pytest.mark.slow
 def test_trivial_detector_is_reported_beside_ours(document: dict) -> None:
     s = document["results"]["leaderboard"]["fp32"]
     labels = np.concatenate([r.labels for r in document["per_file"]["leaderboard"]["fp32"]])
@@ -73,6 +76,7 @@ def test_trivial_detector_is_reported_beside_ours(document: dict) -> None:
     assert s["trivial_far"] == 100.0
 
 
+@pytest.mark.slow
 def test_report_is_written(document: dict, tmp_path: Path) -> None:
     paths = write_report(document, tmp_path, plots=True)
     text = paths["markdown"].read_text()
@@ -89,12 +93,14 @@ def test_report_is_written(document: dict, tmp_path: Path) -> None:
     ]
 
 
+@pytest.mark.slow
 def test_summarize_pools_files_before_the_ratios(document: dict) -> None:
     results = document["per_file"]["deployment"]["fp32"]
     total = sum((r.confusion for r in results), metrics.Confusion())
     assert summarize(results)["far"] == pytest.approx(metrics.far(total))
 
 
+@pytest.mark.slow
 def test_leaderboard_thresholds_are_calibrated_on_unseen_fit_rows(document: dict) -> None:
     # 400 fit rows are small data: train on the first 85 %, and the 60 validation rows double as the hold-out.
     # A hold-out window counts when all the rows it scores are validation rows.
@@ -117,6 +123,7 @@ def _replay(result: FileResult) -> np.ndarray:
     return decisions
 
 
+@pytest.mark.slow
 def test_decisions_are_the_debounced_threshold_crossings_of_the_scores(document: dict) -> None:
     # The deployment protocol scores each file from its first row, so the whole history is in the results.
     for results in document["per_file"]["deployment"].values():
@@ -125,6 +132,7 @@ def test_decisions_are_the_debounced_threshold_crossings_of_the_scores(document:
             np.testing.assert_array_equal(result.predictions, _replay(result))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 @pytest.mark.parametrize("precision", PRECISIONS)
 def test_reported_figures_follow_from_the_decisions(document: dict, protocol: str, precision: str) -> None:
@@ -139,6 +147,7 @@ def test_reported_figures_follow_from_the_decisions(document: dict, protocol: st
     assert s["mar"] == pytest.approx(100 * fn / (fn + tp))
 
 
+@pytest.mark.slow
 def test_the_detector_beats_flagging_everything_on_the_leaderboard(document: dict) -> None:
     for s in document["results"]["leaderboard"].values():
         assert s["f1"] > s["trivial_f1"]

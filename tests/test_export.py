@@ -46,6 +46,7 @@ def test_output_names_are_the_agent_contract() -> None:
     assert GraphOutputs._fields == (SCORE_OUTPUT, CHANNEL_ERROR_OUTPUT)
 
 
+@pytest.mark.slow
 def test_onnx_graph_contract(fp32_model: Path) -> None:
     model = onnx.load(str(fp32_model))
     onnx.checker.check_model(model, full_check=True)
@@ -57,6 +58,7 @@ def test_onnx_graph_contract(fp32_model: Path) -> None:
     assert model.opset_import[0].version == 17
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("batch", [1, 37])
 def test_onnx_fp32_matches_torch_at_any_batch(trained_run: Path, fp32_model: Path, batch: int) -> None:
     run = load_run(trained_run)
@@ -69,6 +71,7 @@ def test_onnx_fp32_matches_torch_at_any_batch(trained_run: Path, fp32_model: Pat
     assert relative_error(actual.channel_error, expected.channel_error).max() <= PARITY_RTOL
 
 
+@pytest.mark.slow
 def test_normalization_is_inside_the_graph(trained_run: Path, fp32_model: Path) -> None:
     run = load_run(trained_run)
     backend = create_backend(fp32_model)
@@ -80,6 +83,7 @@ def test_normalization_is_inside_the_graph(trained_run: Path, fp32_model: Path) 
     assert float(np.median(shifted)) > 5 * float(np.quantile(normal, 0.99))
 
 
+@pytest.mark.slow
 def test_scoring_arithmetic_stays_out_of_the_vae_body(fp32_model: Path) -> None:
     model = onnx.load(str(fp32_model))
     ops = {n.name: n.op_type for n in model.graph.node}
@@ -88,6 +92,7 @@ def test_scoring_arithmetic_stays_out_of_the_vae_body(fp32_model: Path) -> None:
     assert not outside & {"Conv", "ConvTranspose", "Gemm", "MatMul", "Erf"}
 
 
+@pytest.mark.slow
 def test_int8_bundle_manifest(int8_bundle: ExportReport, trained_run: Path) -> None:
     bundle = load_bundle(int8_bundle.bundle)
     m = bundle.manifest
@@ -114,6 +119,7 @@ def test_int8_bundle_manifest(int8_bundle: ExportReport, trained_run: Path) -> N
     assert sorted(p.name for p in int8_bundle.bundle.iterdir()) == ["manifest.json", "model.onnx"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("batch", [1, 37, None])
 def test_int8_scores_through_the_agent_backend(int8_bundle: ExportReport, trained_run: Path, batch: int | None) -> None:
     windows = load_run(trained_run).holdout[:batch]
@@ -124,6 +130,7 @@ def test_int8_scores_through_the_agent_backend(int8_bundle: ExportReport, traine
     assert out.channel_error.shape == (len(windows), len(CHANNELS))
 
 
+@pytest.mark.slow
 def test_int8_follows_fp32(int8_bundle: ExportReport, trained_run: Path, fp32_model: Path) -> None:
     fidelity = int8_bundle.manifest.export["parity"]["shipped_vs_fp32"]
     assert fidelity["spearman"] > 0.9
@@ -139,6 +146,7 @@ def test_int8_follows_fp32(int8_bundle: ExportReport, trained_run: Path, fp32_mo
     assert np.mean((got > threshold) != (ref > fp32_threshold)) <= 0.02
 
 
+@pytest.mark.slow
 def test_fp16_bundle(trained_run: Path, tmp_path: Path) -> None:
     report = export_bundle(trained_run, tmp_path / "fp16", precision=Precision.FP16)
     m = load_bundle(report.bundle).manifest
@@ -148,6 +156,7 @@ def test_fp16_bundle(trained_run: Path, tmp_path: Path) -> None:
     assert np.all(np.isfinite(out.score))
 
 
+@pytest.mark.slow
 def test_fp16_keeps_raw_readings_beyond_float16_range(trained_run: Path, tmp_path: Path) -> None:
     # Readings above 65504 (pressure in Pa, counters) are inf in float16; normalization must run in float32.
     run = load_run(trained_run)
@@ -163,6 +172,7 @@ def test_fp16_keeps_raw_readings_beyond_float16_range(trained_run: Path, tmp_pat
     assert relative_error(got, ref).max() < 0.1
 
 
+@pytest.mark.slow
 def test_archive_round_trip(int8_bundle: ExportReport) -> None:
     assert int8_bundle.archive == int8_bundle.bundle.with_name("int8.tar.gz")
     with tarfile.open(int8_bundle.archive) as tar:
@@ -175,6 +185,7 @@ def test_archive_round_trip(int8_bundle: ExportReport) -> None:
         shutil.rmtree(from_archive.root)
 
 
+@pytest.mark.slow
 def test_tampered_model_fails_to_load(int8_bundle: ExportReport, tmp_path: Path) -> None:
     copy = shutil.copytree(int8_bundle.bundle, tmp_path / "copy")
     model = copy / "model.onnx"
@@ -185,6 +196,7 @@ def test_tampered_model_fails_to_load(int8_bundle: ExportReport, tmp_path: Path)
         load_bundle(copy)
 
 
+@pytest.mark.slow
 def test_gaussian_decoder_exports_an_nll_score(tmp_path: Path) -> None:
     run = train_run(tmp_path / "nll", "--arch", "mlp", "--likelihood", "gaussian", "--epochs", "2")
     report = export_bundle(run, tmp_path / "bundle", precision="fp32", model_id="nll-model")
@@ -195,6 +207,7 @@ def test_gaussian_decoder_exports_an_nll_score(tmp_path: Path) -> None:
     assert figures["shipped_vs_fp32"]["max_rel_error"] == 0.0
 
 
+@pytest.mark.slow
 def test_parity_failure_is_loud_and_leaves_nothing(
     trained_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -207,6 +220,7 @@ def test_parity_failure_is_loud_and_leaves_nothing(
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_refuses_to_overwrite_and_names_missing_run_files(trained_run: Path, tmp_path: Path) -> None:
     (tmp_path / "taken").mkdir()
     (tmp_path / "taken" / "file").write_text("x")
@@ -220,6 +234,7 @@ def test_refuses_to_overwrite_and_names_missing_run_files(trained_run: Path, tmp
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_cli_flags_and_report(trained_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     parser = argparse.ArgumentParser()
     add_arguments(parser)
@@ -281,6 +296,7 @@ def test_parity_docstring_examples() -> None:
     assert doctest.testmod(edgevae.export.parity).failed == 0
 
 
+@pytest.mark.slow
 def test_cli_rejects_a_threshold_flag_of_another_method(
     trained_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -290,6 +306,7 @@ def test_cli_rejects_a_threshold_flag_of_another_method(
     assert not (tmp_path / "b").exists()
 
 
+@pytest.mark.slow
 def test_scaled_quantile_export_calibrates_on_the_shipped_models_training_and_holdout_scores(
     trained_run: Path, tmp_path: Path
 ) -> None:

@@ -44,6 +44,7 @@ def models(trained_run: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[
     return paths
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(HAVE_TENSORRT, reason="checks the message shown where TensorRT is missing")
 def test_missing_tensorrt_says_what_to_install(models: dict[str, Path], tmp_path: Path) -> None:
     with pytest.raises(ExportError, match=r"TensorRT is not installed; install tensorrt>=10 on the target device"):
@@ -53,12 +54,14 @@ def test_missing_tensorrt_says_what_to_install(models: dict[str, Path], tmp_path
     assert not (tmp_path / "bundle").exists()
 
 
+@pytest.mark.slow
 def test_cpu_int8_is_refused_for_tensorrt(models: dict[str, Path]) -> None:
     # uint8 activations with non-zero zero points run on ORT's CPU kernels, not in TensorRT.
     with pytest.raises(ExportError, match="symmetric int8"):
         check_tensorrt_compatible(models["int8-cpu"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["fp32", "fp16", "int8"])
 def test_tensorrt_ready_models_pass_the_precheck(models: dict[str, Path], name: str) -> None:
     check_tensorrt_compatible(models[name])
@@ -70,6 +73,7 @@ def test_engine_profile_needs_ordered_batches(low: int, opt: int, high: int) -> 
         EngineProfile(low, opt, high)
 
 
+@pytest.mark.slow
 @pytest.mark.tensorrt
 @needs_tensorrt
 @pytest.mark.parametrize("name", ["fp32", "fp16", "int8"])

@@ -136,6 +136,7 @@ def test_beta_schedule(epoch: int, warmup: int, expected: float) -> None:
 # Training run
 
 
+@pytest.mark.slow
 def test_run_directory(run_dir: Path) -> None:
     assert all((run_dir / name).is_file() for name in RUN_FILES)
     meta = json.loads((run_dir / "meta.json").read_text())
@@ -151,6 +152,7 @@ def test_run_directory(run_dir: Path) -> None:
     assert set(checkpoint) == {"model_config", "state_dict"}
 
 
+@pytest.mark.slow
 def test_load_run_round_trips(run_dir: Path) -> None:
     run = load_run(run_dir)
     assert not run.model.training
@@ -166,6 +168,7 @@ def test_load_run_round_trips(run_dir: Path) -> None:
     assert float((recon - x).pow(2).mean()) < 1.0
 
 
+@pytest.mark.slow
 def test_reproducible_with_the_same_seed(run_dir: Path, tmp_path: Path) -> None:
     again = train(tiny_config(tmp_path / "again"))
     first, second = (json.loads((d / "meta.json").read_text())["history"] for d in (run_dir, again))
@@ -173,6 +176,7 @@ def test_reproducible_with_the_same_seed(run_dir: Path, tmp_path: Path) -> None:
     np.testing.assert_array_equal(load_run(run_dir).train_sample, load_run(again).train_sample)
 
 
+@pytest.mark.slow
 def test_early_stopping_keeps_the_best_epoch(tmp_path: Path) -> None:
     # No epoch can beat the first by min_delta, so patience 1 stops after the second.
     out = train(tiny_config(tmp_path, epochs=10, patience=1, kl_warmup_epochs=0, min_delta=1e9))
@@ -180,6 +184,7 @@ def test_early_stopping_keeps_the_best_epoch(tmp_path: Path) -> None:
     assert (metrics["epochs_run"], metrics["best_epoch"], metrics["stopped_early"]) == (2, 1, True)
 
 
+@pytest.mark.slow
 def test_load_run_patches_older_meta(run_dir: Path, tmp_path: Path) -> None:
     for name in RUN_FILES:
         (tmp_path / name).write_bytes((run_dir / name).read_bytes())

@@ -88,6 +88,7 @@ def _waves(n: int, window: int, seed: int) -> torch.Tensor:
     return torch.sin(2 * torch.pi * t / 8 + phase + shift) + 0.05 * torch.randn(n, window, 3, generator=g)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", ARCHITECTURES)
 def test_learns_normal_windows_and_scores_them_on_the_posterior_mean(arch: str) -> None:
     """After a brief fit, windows like the training ones reconstruct far better than the same readings out of
@@ -123,6 +124,7 @@ def test_learns_normal_windows_and_scores_them_on_the_posterior_mean(arch: str) 
     assert error(normal, first.recon) < 0.1 * error(shuffled, shuffled_recon)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("arch", "likelihood", "window"),
     [

@@ -54,6 +54,7 @@ def exported(trained_run: Path, tmp_path_factory: pytest.TempPathFactory) -> tup
 
 
 # The default backend is a case even if it left the registry: creating it then fails the test.
+@pytest.mark.slow
 @pytest.mark.parametrize("key", [_param(key) for key in sorted({DEFAULT, *available_backends()})])
 def test_every_backend_scores_an_exported_model_or_says_what_to_install(
     exported: tuple[Path, np.ndarray, ScoreOutputs], key: str, tmp_path: Path
