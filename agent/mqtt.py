@@ -1,4 +1,4 @@
-"""The broker link (paho-mqtt 2.x, MQTT v5): retained status with a last will, and a bounded inbox."""
+"""The broker link (paho-mqtt 2.x, MQTT 5 or 3.1.1): retained status with a last will, and a bounded inbox."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from collections import Counter
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
 
 from edgevae.agent.config import MqttConfig
 
@@ -21,6 +21,9 @@ ONLINE, OFFLINE, STOPPED = b"online", b"offline", b"stopped"
 MAX_OUTSTANDING = 10_000
 
 Inbox = queue.Queue[tuple[str, bytes]]
+
+# `mqtt.protocol` -> paho's protocol. The callbacks below read reason codes, which paho 2 gives for both.
+PROTOCOLS = {"5": MQTTProtocolVersion.MQTTv5, "3.1.1": MQTTProtocolVersion.MQTTv311}
 
 
 def status_topic(prefix: str, agent_id: str) -> str:
@@ -43,7 +46,7 @@ class MqttLink:
         self.deferred: Counter[str] = Counter()  # QoS 1 while disconnected: kept in memory, sent on reconnect
         self.failed: Counter[str] = Counter()
         self._stopping = False
-        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=agent_id, protocol=mqtt.MQTTv5)
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=agent_id, protocol=PROTOCOLS[cfg.protocol])
         client.will_set(self.status_topic, OFFLINE, qos=1, retain=True)
         if cfg.username:
             client.username_pw_set(cfg.username, password)
@@ -60,7 +63,9 @@ class MqttLink:
 
     def start(self) -> None:
         """Connect in the background; paho retries until the broker answers, and after every disconnect."""
-        logger.info("connecting to %s as %s", self.cfg.broker, self.agent_id)
+        logger.info("connecting to %s as %s (MQTT %s)", self.cfg.broker, self.agent_id, self.cfg.protocol)
+        # No CONNECT properties and the default clean start: paho refuses both (ValueError) under 3.1.1, so an
+        # MQTT 5 property added here must be passed only when cfg.protocol is "5".
         self.client.connect_async(self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive)
         self.client.loop_start()
 
