@@ -194,7 +194,8 @@ def _publish_streams(broker: Broker, streams: dict[str, Table], rate: float, lis
 def _start_agent(bundle: Path, broker: Broker, workdir: Path) -> subprocess.Popen[bytes]:
     config = workdir / "agent.toml"
     config.write_text(
-        f'[mqtt]\nbroker = "mqtt://{broker.host}:{broker.port}"\ntopics = ["{TOPIC_ROOT}/+/data"]\n'
+        f'[mqtt]\nbroker = "mqtt://{broker.host}:{broker.port}"\nprotocol = "{broker.protocol}"\n'
+        f'topics = ["{TOPIC_ROOT}/+/data"]\n'
         f'topic_prefix = "{PREFIX}"\nclient_id = "{AGENT_ID}"\n\n'
         f'[model]\nbundle = "{bundle.resolve()}"\n\n[stats]\ninterval_s = 1\n'
     )

@@ -21,7 +21,7 @@ from onnx import TensorProto, helper, numpy_helper
 from paho.mqtt.enums import CallbackAPIVersion
 
 from edgevae.agent.bundle import Manifest, describe_files, write_manifest
-from edgevae.agent.mqtt import status_topic
+from edgevae.agent.mqtt import PROTOCOLS, status_topic
 from edgevae.core.decision import Debounce, Debouncer, Threshold
 from edgevae.core.window import sliding_windows
 from edgevae.demo.broker import Broker
@@ -164,7 +164,7 @@ class Collector:
         self.messages: list[Message] = []
         self._cond = threading.Condition()
         self._subscribed = threading.Event()
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=PROTOCOLS[broker.protocol])
         self.client.on_connect = lambda c, *_: c.subscribe([(t, 1) for t in topics])
         self.client.on_subscribe = lambda *_: self._subscribed.set()
         self.client.on_message = self._on_message
@@ -224,7 +224,7 @@ class Collector:
 
 class Publisher:
     def __init__(self, broker: Broker) -> None:
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=PROTOCOLS[broker.protocol])
         self.client.connect(broker.host, broker.port)
         self.client.loop_start()
 
