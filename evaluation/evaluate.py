@@ -118,6 +118,7 @@ def _describe(bundle: Path) -> dict[str, Any]:
     m = load_bundle(bundle).manifest
     model_cfg = m.training.get("model_config", {})
     return {
+        "model_id": m.model_id,
         "architecture": m.architecture,
         "window": m.window,
         "stride": m.stride,

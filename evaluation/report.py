@@ -85,7 +85,7 @@ def _models(results: dict[str, Any]) -> list[str]:
             continue
         models = [f["model"] for f in files]
         m = models[0]
-        distinct = {json.dumps(x, sort_keys=True, default=str): x for x in models}.values()
+        distinct = {x.get("model_id", json.dumps(x, sort_keys=True, default=str)): x for x in models}.values()
         rules = Counter(str(x["threshold_method"]) for x in distinct)
         models = list(distinct)
         lines.append(
