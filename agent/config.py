@@ -264,7 +264,8 @@ class Config(Table):
     @model_validator(mode="before")
     @classmethod
     def _validate_left_out_tables(cls, data: Any) -> Any:
-        # A table left out is validated from {}, in place, so that its rules run and its errors have key paths.
+        # A table left out is validated from {}, in place, so that its rules run and its errors have key paths
+        # (a config without [model] says that the bundle is missing); the default factories are never called.
         if isinstance(data, Mapping):
             return {**{name: {} for name in cls.model_fields}, **data}
         return data
