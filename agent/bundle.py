@@ -14,6 +14,7 @@ import shutil
 import tarfile
 import tempfile
 from dataclasses import asdict, dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,26 @@ from edgevae.core.errors import BundleError
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
-PRECISIONS = ("fp32", "fp16", "int8")
+
+
+class Precision(str, Enum):
+    """Numeric precision of the model that ships in a bundle; the manifest's `precision` is its value.
+
+    FP32: the exported graph unchanged; the reference every other precision is compared with.
+    FP16: weights and the VAE's layers in float16, input, outputs, normalization and score arithmetic in
+        float32 (raw readings above 65504, or large squared errors, would overflow float16). Halves the size.
+    INT8: ONNX Runtime static quantization in QDQ form: int8 weights and calibrated 8-bit activations at the
+        inputs of the weight layers, calibrated on the run's training windows. About a third of the size
+        for realistic models; not faster on CPU for models this small.
+    """
+
+    FP32 = "fp32"
+    FP16 = "fp16"
+    INT8 = "int8"
+
+
+PRECISIONS: tuple[str, ...] = tuple(p.value for p in Precision)
+
 # The graph's I/O names; export writes them, backends read them.
 INPUT_NAME = "window"
 SCORE_OUTPUT = "score"

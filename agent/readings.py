@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 
 class DropReason(str, Enum):
@@ -53,6 +55,26 @@ class DeviceTopics:
             if len(levels) == len(pattern) and all(p in ("+", lv) for p, lv in zip(pattern, levels, strict=True)):
                 return levels[plus] or None
         return None
+
+
+def encode_payloads(
+    timestamps: npt.ArrayLike, values: npt.ArrayLike, channels: Sequence[str], per_message: int = 1
+) -> list[bytes]:
+    """The messages `ReadingParser` reads, for rows of (rows, channels) `values` at epoch-second `timestamps`.
+
+    One reading per message, `{"ts": ..., "values": {"<channel>": ...}}`, or up to `per_message` readings
+    as `{"readings": [...]}` when `per_message` > 1.
+
+    >>> encode_payloads([10.0, 10.5], [[1.0, 2.0], [3.0, 4.0]], ["a", "b"], per_message=2)
+    [b'{"readings": [{"ts": 10.0, "values": {"a": 1.0, "b": 2.0}}, {"ts": 10.5, "values": {"a": 3.0, "b": 4.0}}]}']
+    """
+    ts = np.asarray(timestamps, dtype=np.float64).reshape(-1).tolist()
+    rows = np.asarray(values, dtype=np.float64).reshape(len(ts), len(channels)).tolist()
+    names = list(channels)
+    docs = [{"ts": t, "values": dict(zip(names, row, strict=True))} for t, row in zip(ts, rows, strict=True)]
+    if per_message <= 1:
+        return [json.dumps(doc).encode() for doc in docs]
+    return [json.dumps({"readings": docs[i : i + per_message]}).encode() for i in range(0, len(docs), per_message)]
 
 
 class ReadingParser:

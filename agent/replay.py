@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 import time
@@ -13,6 +12,7 @@ from urllib.parse import urlsplit
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from edgevae.agent.readings import encode_payloads
 from edgevae.agent.table import Table, read_table
 
 logger = logging.getLogger(__name__)
@@ -22,14 +22,7 @@ def payloads(table: Table, batch: int = 1, channels: Sequence[str] | None = None
     """One message per `batch` rows: a single reading, or {"readings": [...]} when batch > 1."""
     names = list(channels) if channels is not None else list(table.channels)
     cols = [table.channels.index(c) for c in names]
-    values = table.values[:, cols].tolist()
-    readings = [
-        {"ts": ts, "values": dict(zip(names, row, strict=True))}
-        for ts, row in zip(table.timestamps.tolist(), values, strict=True)
-    ]
-    if batch <= 1:
-        return [json.dumps(r).encode() for r in readings]
-    return [json.dumps({"readings": readings[i : i + batch]}).encode() for i in range(0, len(readings), batch)]
+    return encode_payloads(table.timestamps, table.values[:, cols], names, batch)
 
 
 def replay(

@@ -10,6 +10,15 @@ from __future__ import annotations
 import numpy as np
 
 
+def window_count(rows: int, window: int, stride: int) -> int:
+    """How many windows of the rule fit in `rows` rows: 0 when there are fewer rows than one window.
+
+    >>> [window_count(rows, window=3, stride=2) for rows in range(7)]
+    [0, 0, 0, 1, 1, 2, 2]
+    """
+    return 0 if rows < window else (rows - window) // stride + 1
+
+
 def sliding_windows(values: np.ndarray, window: int, stride: int) -> np.ndarray:
     """All windows of a (rows, channels) array as (n_windows, window, channels), without copying.
 
@@ -23,10 +32,9 @@ def sliding_windows(values: np.ndarray, window: int, stride: int) -> np.ndarray:
     if window < 1 or stride < 1:
         msg = f"window and stride must be >= 1, got window={window} stride={stride}"
         raise ValueError(msg)
-    rows = values.shape[0]
-    if rows < window:
+    n = window_count(values.shape[0], window, stride)
+    if n == 0:
         return np.empty((0, window, values.shape[1]), dtype=values.dtype)
-    n = (rows - window) // stride + 1
     view = np.lib.stride_tricks.sliding_window_view(values, window, axis=0)  # (rows-W+1, C, W)
     windows: np.ndarray = view[::stride][:n].transpose(0, 2, 1)
     return windows
@@ -34,10 +42,7 @@ def sliding_windows(values: np.ndarray, window: int, stride: int) -> np.ndarray:
 
 def window_end_rows(rows: int, window: int, stride: int) -> np.ndarray:
     """Index of the last row of each window that `sliding_windows` returns for `rows` rows."""
-    if rows < window:
-        return np.empty(0, dtype=np.int64)
-    n = (rows - window) // stride + 1
-    return np.arange(n, dtype=np.int64) * stride + window - 1
+    return np.arange(window_count(rows, window, stride), dtype=np.int64) * stride + window - 1
 
 
 class OnlineWindow:

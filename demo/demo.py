@@ -21,6 +21,8 @@ import numpy as np
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from edgevae.agent.bundle import PRECISIONS, Precision
+from edgevae.agent.readings import encode_payloads
 from edgevae.agent.table import Table, read_table
 from edgevae.demo.broker import Broker, start_broker
 from edgevae.training.simulate import Fault, random_faults, simulate_plant
@@ -46,7 +48,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--workdir", type=Path, default=Path(".demo"), help="where runs and bundles go (default: .demo)"
     )
     parser.add_argument("--epochs", type=int, default=None, help="training epochs at most (default: edgevae train's)")
-    parser.add_argument("--precision", choices=["fp32", "fp16", "int8"], default="int8", help="bundle precision")
+    parser.add_argument(
+        "--precision", choices=PRECISIONS, default=Precision.INT8.value, help="bundle precision (default: %(default)s)"
+    )
     # What to replay
     parser.add_argument("--devices", type=int, default=3, help="simulated devices streaming at once (default: 3)")
     parser.add_argument("--rows", type=int, default=4000, help="readings per device in the replay (default: 4000)")
@@ -171,14 +175,13 @@ def _publish_streams(broker: Broker, streams: dict[str, Table], rate: float, lis
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="edgevae-demo-replay")
     client.connect(broker.host, broker.port)
     client.loop_start()
-    rows = max(len(t.timestamps) for t in streams.values())
+    payloads = {device: encode_payloads(t.timestamps, t.values, t.channels) for device, t in streams.items()}
+    rows = max(len(p) for p in payloads.values())
     started = time.perf_counter()
     for row in range(rows):
-        for device, table in streams.items():
-            if row < len(table.timestamps):
-                values = dict(zip(table.channels, table.values[row].tolist(), strict=True))
-                payload = json.dumps({"ts": float(table.timestamps[row]), "values": values})
-                client.publish(f"{TOPIC_ROOT}/{device}/data", payload, qos=0)
+        for device, messages in payloads.items():
+            if row < len(messages):
+                client.publish(f"{TOPIC_ROOT}/{device}/data", messages[row], qos=0)
         # Pace the replay so it behaves like sensors, not a bulk upload.
         lag = (row + 1) / rate - (time.perf_counter() - started)
         if lag > 0:

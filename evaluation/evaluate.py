@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from edgevae.agent.bundle import load_bundle
+from edgevae.agent.bundle import Precision, load_bundle
 from edgevae.agent.offline import score_table
 from edgevae.agent.table import Table, read_table, write_table
 from edgevae.core import metrics
@@ -32,7 +32,8 @@ from edgevae.core.errors import ConfigError, DataError
 logger = logging.getLogger(__name__)
 
 PROTOCOLS = ("leaderboard", "deployment")
-PRECISIONS = ("fp32", "int8")
+# The FP32 reference and the INT8 that `edgevae export` ships by default, out of the bundle's PRECISIONS.
+PRECISIONS = (Precision.FP32.value, Precision.INT8.value)
 FIT_ROWS = 400  # SKAB's leaderboard fits on each file's first 400 rows
 LABELLED_FOLDERS = ("valve1", "valve2", "other")
 ANOMALY_FREE = Path("anomaly-free") / "anomaly-free.csv"

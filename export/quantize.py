@@ -8,7 +8,6 @@ import logging
 import shutil
 import tempfile
 from dataclasses import asdict, dataclass
-from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ from onnxruntime.quantization import (
 )
 
 from edgevae.agent.bundle import INPUT_NAME
+from edgevae.agent.bundle import Precision as Precision  # the bundle's contract; export names it here too
 from edgevae.core.errors import ExportError
 from edgevae.export.float16 import convert_fp16
 from edgevae.export.partition import WEIGHT_OPS, sort_nodes
@@ -35,22 +35,6 @@ _CALIBRATION_METHODS = {
     "entropy": CalibrationMethod.Entropy,
     "percentile": CalibrationMethod.Percentile,
 }
-
-
-class Precision(str, Enum):
-    """Numeric precision of the model that ships in a bundle.
-
-    FP32: the exported graph unchanged; the reference every other precision is compared with.
-    FP16: weights and the VAE's layers in float16, input, outputs, normalization and score arithmetic in
-        float32 (raw readings above 65504, or large squared errors, would overflow float16). Halves the size.
-    INT8: ONNX Runtime static quantization in QDQ form: int8 weights and calibrated 8-bit activations at the
-        inputs of the weight layers, calibrated on the run's training windows. About a third of the size
-        for realistic models; not faster on CPU for models this small.
-    """
-
-    FP32 = "fp32"
-    FP16 = "fp16"
-    INT8 = "int8"
 
 
 @dataclass(frozen=True)

@@ -22,8 +22,9 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from edgevae.agent.bundle import Manifest, describe_files, write_manifest
 from edgevae.agent.mqtt import PROTOCOLS, status_topic
+from edgevae.agent.readings import encode_payloads
 from edgevae.core.decision import Debounce, Debouncer, Threshold
-from edgevae.core.window import sliding_windows
+from edgevae.core.window import sliding_windows, window_count
 from edgevae.demo.broker import Broker
 
 CHANNELS = ("temp", "pressure", "flow")
@@ -135,13 +136,11 @@ def reading(ts: float, row: np.ndarray | list[float]) -> dict[str, Any]:
 
 
 def batched_payloads(values: np.ndarray, start: float = T0, per_message: int = 8) -> list[bytes]:
-    ts = timestamps(len(values), start)
-    items = [reading(float(t), row) for t, row in zip(ts, values, strict=True)]
-    return [json.dumps({"readings": items[i : i + per_message]}).encode() for i in range(0, len(items), per_message)]
+    return encode_payloads(timestamps(len(values), start), values, CHANNELS, per_message)
 
 
 def windows_for(rows: int, window: int = WINDOW, stride: int = STRIDE) -> int:
-    return 0 if rows < window else (rows - window) // stride + 1
+    return window_count(rows, window, stride)
 
 
 # --- the broker ------------------------------------------------------------------------------------------

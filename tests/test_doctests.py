@@ -1,4 +1,4 @@
-"""The examples in the pure modules' docstrings run, so they cannot drift from the code."""
+"""The examples in docstrings run, so they cannot drift from the code."""
 
 from __future__ import annotations
 
@@ -8,7 +8,15 @@ import importlib
 import pytest
 
 
-@pytest.mark.parametrize("module", ["edgevae.core.window", "edgevae.core.decision"])
+@pytest.mark.parametrize(
+    "module",
+    [
+        "edgevae.core.window",
+        "edgevae.core.decision",
+        "edgevae.agent.readings",
+        "edgevae.agent.backends.tensorrt_engine",
+    ],
+)
 def test_doctests(module: str) -> None:
     result = doctest.testmod(importlib.import_module(module))
     assert result.attempted > 0

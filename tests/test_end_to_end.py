@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,9 +17,10 @@ from edgevae.agent.backends import create_backend
 from edgevae.agent.bundle import load_bundle
 from edgevae.agent.config import load_config
 from edgevae.agent.offline import score_table
+from edgevae.agent.readings import encode_payloads
 from edgevae.agent.service import Service
-from edgevae.agent.table import Table
 from edgevae.cli.main import main
+from edgevae.core.window import window_count
 from edgevae.demo.broker import Broker
 from edgevae.export.bundle_writer import export_bundle
 from edgevae.export.graph import ScoringGraph
@@ -96,16 +96,6 @@ def agent(broker: Broker, trained: Trained, names: Names) -> Iterator[Service]:
     assert not thread.is_alive()
 
 
-def _payloads(table: Table, per_message: int = 10) -> list[bytes]:
-    readings = [
-        {"ts": float(ts), "values": dict(zip(table.channels, row, strict=True))}
-        for ts, row in zip(table.timestamps.tolist(), table.values.tolist(), strict=True)
-    ]
-    return [
-        json.dumps({"readings": readings[i : i + per_message]}).encode() for i in range(0, len(readings), per_message)
-    ]
-
-
 def _alerts(collector: Collector) -> list[dict[str, Any]]:
     return [m.json() for m in collector.messages if m.topic.endswith("/alert")]
 
@@ -120,9 +110,9 @@ def test_trained_int8_model_over_mqtt(
         "pump-3": simulate_plant(ROWS, seed=73),
     }
     for device, table in streams.items():
-        publisher.send(names.data(device), _payloads(table))
+        publisher.send(names.data(device), encode_payloads(table.timestamps, table.values, table.channels, 10))
     manifest = load_bundle(trained.int8).manifest
-    total = len(streams) * ((ROWS - manifest.window) // manifest.stride + 1)
+    total = len(streams) * window_count(ROWS, manifest.window, manifest.stride)
     collector.latest_json(names.stats, lambda s: s["windows_scored"] == total, timeout=30)
     alerts = collector.wait_for(
         lambda ms: len(_alerts(collector)) >= 2 and _alerts(collector), what="an alert and its end"

@@ -15,7 +15,14 @@ from trained_runs import CALIBRATION_WINDOWS, CHANNELS, STRIDE, WINDOW, anomalou
 
 import edgevae.export.parity
 from edgevae.agent.backends import create_backend
-from edgevae.agent.bundle import CHANNEL_ERROR_OUTPUT, INPUT_NAME, SCORE_OUTPUT, describe_files, load_bundle
+from edgevae.agent.bundle import (
+    CHANNEL_ERROR_OUTPUT,
+    INPUT_NAME,
+    PRECISIONS,
+    SCORE_OUTPUT,
+    describe_files,
+    load_bundle,
+)
 from edgevae.cli.main import main
 from edgevae.core.errors import BundleError, ExportError
 from edgevae.core.thresholds import choose_method, default_params, scaled_quantile_threshold
@@ -44,6 +51,13 @@ def fp32_model(trained_run: Path, tmp_path_factory: pytest.TempPathFactory) -> P
 
 def test_output_names_are_the_agent_contract() -> None:
     assert GraphOutputs._fields == (SCORE_OUTPUT, CHANNEL_ERROR_OUTPUT)
+
+
+def test_export_offers_the_bundle_precisions() -> None:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    choices = next(a.choices for a in parser._actions if a.dest == "precision")
+    assert list(choices or []) == list(PRECISIONS) == [p.value for p in Precision]
 
 
 @pytest.mark.slow

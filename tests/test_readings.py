@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from edgevae.agent.readings import DeviceTopics, DropReason, OrderGuard, ReadingParser
+from edgevae.agent.readings import DeviceTopics, DropReason, OrderGuard, ReadingParser, encode_payloads
 from edgevae.agent.stats import DropLog
 
 CHANNELS = ("a", "b")
@@ -119,6 +119,29 @@ def test_order_is_per_device_and_devices_are_bounded() -> None:
 def test_device_from_topic(topic: str, device: str | None) -> None:
     topics = DeviceTopics(["sensors/+/data", "site/north/+/v1"])
     assert topics.device(topic) == device
+
+
+@pytest.mark.parametrize(
+    ("rows", "per_message", "messages", "shape"),
+    [
+        (5, 1, 5, "reading"),  # one bare reading per message
+        (5, 2, 3, "batch"),  # the last message holds the odd reading
+        (3, 3, 1, "batch"),  # exactly one full batch
+        (2, 10, 1, "batch"),  # fewer readings than a batch
+        (0, 4, 0, None),  # nothing to send
+    ],
+)
+def test_encoded_payloads_parse_back(rows: int, per_message: int, messages: int, shape: str | None) -> None:
+    ts = 10.0 + 0.5 * np.arange(rows)
+    values = np.arange(2.0 * rows).reshape(rows, 2) - 1.5
+    payloads = encode_payloads(ts, values, CHANNELS, per_message)
+    assert len(payloads) == messages
+    if payloads:
+        assert ("readings" in json.loads(payloads[0])) == (shape == "batch")
+    parser = ReadingParser(CHANNELS, max_readings=max(per_message, 1))
+    readings = [r for p in payloads for r in parser.parse(p).readings]
+    assert [r.ts for r in readings] == ts.tolist()
+    assert [r.values.tolist() for r in readings] == values.tolist()
 
 
 def test_drop_warnings_are_rate_limited(caplog: pytest.LogCaptureFixture) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgevae.core.window import OnlineWindow, sliding_windows, window_end_rows
+from edgevae.core.window import OnlineWindow, sliding_windows, window_count, window_end_rows
 
 
 @pytest.mark.parametrize(
@@ -31,11 +31,29 @@ def test_online_windows_equal_sliding_windows(rows: int, window: int, stride: in
             ends.append(i)
             spans.append(online.span())
     expected = sliding_windows(values, window, stride)
-    assert len(got) == len(expected)
+    assert len(got) == len(expected) == window_count(rows, window, stride)
     if got:
         np.testing.assert_array_equal(np.stack(got), expected)
     assert ends == window_end_rows(rows, window, stride).tolist()
     assert spans == [(float(ts[e - window + 1]), float(ts[e])) for e in ends]
+
+
+@pytest.mark.parametrize(
+    ("rows", "window", "stride", "count"),
+    [
+        (0, 4, 1, 0),  # no rows
+        (3, 4, 1, 0),  # one row short of a window
+        (4, 4, 1, 1),  # exactly one window
+        (4, 4, 3, 1),  # a stride longer than what is left adds nothing
+        (10, 4, 1, 7),  # a window per row after the first full one
+        (10, 4, 3, 3),  # rows 0-3, 3-6, 6-9
+        (11, 4, 3, 3),  # a leftover row short of the next stride
+        (12, 4, 4, 3),  # no overlap
+    ],
+)
+def test_window_count(rows: int, window: int, stride: int, count: int) -> None:
+    assert window_count(rows, window, stride) == count
+    assert len(sliding_windows(np.zeros((rows, 1)), window, stride)) == count
 
 
 def test_window_is_a_copy() -> None:

@@ -17,7 +17,7 @@ import numpy as np
 
 from edgevae.agent.table import Table, infer_sample_period, read_tables
 from edgevae.core.errors import ConfigError
-from edgevae.core.window import sliding_windows
+from edgevae.core.window import sliding_windows, window_count
 from edgevae.training.simulate import simulate_plant
 
 logger = logging.getLogger(__name__)
@@ -228,7 +228,7 @@ def check_windows(dataset: TrainingData, window: int, strides: dict[str, int], o
 
 
 def count_windows(runs: Sequence[np.ndarray], window: int, stride: int) -> int:
-    return sum(max(0, (len(run) - window) // stride + 1) for run in runs)
+    return sum(window_count(len(run), window, stride) for run in runs)
 
 
 def make_windows(
