@@ -1,15 +1,15 @@
-"""Build a TensorRT 10 engine (`model.plan`) from the bundle's ONNX model, on the device that will run it.
+"""`edgevae export --tensorrt`: a TensorRT 10 engine (`model.plan`) next to the bundle's ONNX model.
 
-Engines are tied to the GPU model and the TensorRT version, so they are built where they run. The network
-is strongly typed: the precision comes from the ONNX model itself (float32, float16 weights, or int8 Q/DQ),
-which is the path TensorRT 10 keeps; the INT8 calibrators and precision builder flags are deprecated.
+The build itself is the agent's (`edgevae.agent.backends.tensorrt_engine`), so an engine made at export and
+one the agent makes on first start come from the same builder with the same defaults. This module adds
+what only export needs: the refusal of Q/DQ models TensorRT cannot take, export's error type, and the
+figures for the manifest.
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -18,43 +18,21 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from edgevae.agent.bundle import INPUT_NAME
-from edgevae.core.errors import ExportError
+from edgevae.agent.backends import tensorrt_engine
+from edgevae.agent.backends.tensorrt_engine import PLAN_NAME, WORKSPACE_MB, EngineProfile
+from edgevae.core.errors import ExportError, ModelLoadError
 
 logger = logging.getLogger(__name__)
 
-PLAN_NAME = "model.plan"
-_INSTALL_HINT = "TensorRT is not installed; install tensorrt>=10 on the target device"
-
-
-@dataclass(frozen=True)
-class EngineProfile:
-    """The batch sizes the engine accepts (min, max) and is tuned for (opt)."""
-
-    min_batch: int = 1
-    opt_batch: int = 32
-    max_batch: int = 256
-
-    def __post_init__(self) -> None:
-        if not 1 <= self.min_batch <= self.opt_batch <= self.max_batch:
-            msg = (
-                "expected 1 <= min_batch <= opt_batch <= max_batch, "
-                f"got {self.min_batch}, {self.opt_batch}, {self.max_batch}"
-            )
-            raise ExportError(msg)
+__all__ = ["PLAN_NAME", "EngineProfile", "build_engine", "check_tensorrt_compatible", "require_tensorrt"]
 
 
 def require_tensorrt() -> ModuleType:
-    """Import tensorrt >= 10, or say what to install."""
+    """Import tensorrt >= 10, or raise ExportError saying what to install."""
     try:
-        trt = importlib.import_module("tensorrt")
-    except ImportError as exc:
-        raise ExportError(_INSTALL_HINT) from exc
-    major = int(str(getattr(trt, "__version__", "0")).split(".")[0] or 0)
-    if major < 10:
-        msg = f"{_INSTALL_HINT} (found tensorrt {trt.__version__})"
-        raise ExportError(msg)
-    return trt
+        return tensorrt_engine.import_tensorrt()
+    except ModelLoadError as exc:
+        raise ExportError(str(exc), remedy=exc.remedy) from exc
 
 
 def check_tensorrt_compatible(model_path: Path) -> None:
@@ -83,52 +61,26 @@ def build_engine(
     channels: int,
     profile: EngineProfile | None = None,
     timing_cache: Path | None = None,
-    workspace_bytes: int = 1 << 30,
+    workspace_mb: int = WORKSPACE_MB,
 ) -> dict[str, Any]:
-    """Build and serialize a strongly typed engine with a dynamic batch axis; returns figures for the manifest."""
+    """Build and serialize the engine of a (batch, `window`, `channels`) model; returns figures for the manifest."""
     profile = profile or EngineProfile()
     check_tensorrt_compatible(onnx_path)
     trt = require_tensorrt()
-    trt_logger = trt.Logger(trt.Logger.WARNING)
-    builder = trt.Builder(trt_logger)
-    # TensorRT 10 networks are always explicit batch; strong typing takes each tensor's type from the model.
-    network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
-    parser = trt.OnnxParser(network, trt_logger)
-    if not parser.parse_from_file(str(onnx_path)):
-        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-        msg = f"TensorRT could not parse {onnx_path}: {errors}"
+    try:
+        built = tensorrt_engine.build_engine(onnx_path, plan_path, profile, workspace_mb, timing_cache)
+    except ModelLoadError as exc:
+        raise ExportError(str(exc), remedy=exc.remedy) from exc
+    if built.shapes[0][1:] != (window, channels):
+        msg = f"{onnx_path}: TensorRT sees windows of {built.shapes[0][1:]}, the run has ({window}, {channels})"
         raise ExportError(msg)
-    inputs = [network.get_input(i).name for i in range(network.num_inputs)]
-    if inputs != [INPUT_NAME]:
-        msg = f"{onnx_path}: expected the single input {INPUT_NAME!r}, TensorRT sees {inputs}"
-        raise ExportError(msg)
-
-    config = builder.create_builder_config()
-    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_bytes)
-    shapes = [(b, window, channels) for b in (profile.min_batch, profile.opt_batch, profile.max_batch)]
-    optimization_profile = builder.create_optimization_profile()
-    optimization_profile.set_shape(INPUT_NAME, *shapes)
-    config.add_optimization_profile(optimization_profile)
-    cached = timing_cache.read_bytes() if timing_cache is not None and timing_cache.is_file() else b""
-    # A cache from another GPU or TensorRT version is ignored rather than fatal; it only costs build time.
-    config.set_timing_cache(config.create_timing_cache(cached), True)
-
-    plan = builder.build_serialized_network(network, config)
-    if plan is None:
-        msg = f"TensorRT failed to build an engine from {onnx_path} (see the TensorRT log above)"
-        raise ExportError(msg)
-    plan_path.parent.mkdir(parents=True, exist_ok=True)
-    plan_path.write_bytes(bytes(memoryview(plan)))
-    if timing_cache is not None:
-        timing_cache.parent.mkdir(parents=True, exist_ok=True)
-        timing_cache.write_bytes(bytes(memoryview(config.get_timing_cache().serialize())))
-    logger.info("tensorrt %s engine %s (%s bytes)", trt.__version__, plan_path, plan_path.stat().st_size)
+    logger.info("tensorrt %s engine %s (%s bytes)", trt.__version__, plan_path, len(built.plan))
     return {
         "plan_file": plan_path.name,
         "tensorrt_version": str(trt.__version__),
         "gpu": _gpu_name(),
         "strongly_typed": True,
-        "input_shapes": {"min": shapes[0], "opt": shapes[1], "max": shapes[2]},
+        "input_shapes": dict(zip(("min", "opt", "max"), built.shapes, strict=True)),
         **asdict(profile),
     }
 

@@ -67,12 +67,6 @@ def test_tensorrt_ready_models_pass_the_precheck(models: dict[str, Path], name: 
     check_tensorrt_compatible(models[name])
 
 
-@pytest.mark.parametrize(("low", "opt", "high"), [(0, 1, 1), (2, 1, 4), (1, 8, 4)])
-def test_engine_profile_needs_ordered_batches(low: int, opt: int, high: int) -> None:
-    with pytest.raises(ExportError, match="min_batch <= opt_batch <= max_batch"):
-        EngineProfile(low, opt, high)
-
-
 @pytest.mark.slow
 @pytest.mark.tensorrt
 @needs_tensorrt

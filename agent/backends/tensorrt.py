@@ -12,21 +12,24 @@ import numpy as np
 
 from edgevae.agent.backends import TensorRTBackendConfig
 from edgevae.agent.backends.base import ScoreOutputs
+from edgevae.agent.backends.tensorrt_engine import (
+    PLAN_NAME,
+    TIMING_CACHE_NAME,
+    EngineProfile,
+    build_engine,
+    import_tensorrt,
+    trt_logger,
+)
 from edgevae.agent.bundle import CHANNEL_ERROR_OUTPUT, INPUT_NAME, SCORE_OUTPUT, sha256_file
 from edgevae.core.errors import BackendError, ModelLoadError
 
 logger = logging.getLogger(__name__)
 
 KEY: Final = "tensorrt"
-PLAN_NAME = "model.plan"
 
 
 def _import_runtime() -> tuple[Any, Any]:
-    try:
-        import tensorrt as trt
-    except ImportError as exc:
-        msg = f"backend {KEY!r} needs the TensorRT 10 Python package: pip install 'tensorrt>=10,<11' ({exc})"
-        raise ModelLoadError(msg) from exc
+    trt = import_tensorrt()
     try:
         from cuda.bindings import runtime as cudart
     except ImportError:
@@ -64,7 +67,6 @@ class TensorRTBackend:
     def __init__(self, model_path: Path, cfg: TensorRTBackendConfig | None = None) -> None:
         cfg = cfg or TensorRTBackendConfig()
         self._trt, self._cudart = trt, cudart = _import_runtime()
-        self._logger = trt.Logger(trt.Logger.WARNING)
         self._buffers: dict[str, int] = {}
         self._stream: Any = None
         self._context: Any = None
@@ -95,7 +97,14 @@ class TensorRTBackend:
             plan_path = cache / engine_name(sha256_file(model_path), trt.__version__, gpu_name)
             engine = self._deserialize(plan_path.read_bytes()) if plan_path.is_file() else None
             if engine is None:
-                engine = self._deserialize(self._build(model_path, plan_path, cfg))
+                built = build_engine(
+                    model_path,
+                    plan_path,
+                    EngineProfile.up_to(cfg.max_batch, cfg.opt_batch),
+                    cfg.workspace_mb,
+                    timing_cache=plan_path.parent / TIMING_CACHE_NAME,
+                )
+                engine = self._deserialize(built.plan)
         if engine is None:
             msg = f"TensorRT {trt.__version__} could not load the engine it built from {model_path}"
             raise ModelLoadError(msg)
@@ -109,42 +118,7 @@ class TensorRTBackend:
         logger.info("tensorrt %s: engine %s on %s", trt.__version__, plan_path, gpu_name)
 
     def _deserialize(self, plan: bytes) -> Any:
-        return self._trt.Runtime(self._logger).deserialize_cuda_engine(plan)
-
-    def _build(self, model_path: Path, plan_path: Path, cfg: TensorRTBackendConfig) -> bytes:
-        """Build an engine from the ONNX model (minutes on small boards) and cache it with the timing cache."""
-        trt = self._trt
-        logger.info("building a TensorRT engine from %s into %s", model_path, plan_path)
-        builder = trt.Builder(self._logger)
-        # Strongly typed: precision comes from the ONNX (FP32, FP16 or Q/DQ), the path TensorRT keeps past 10.x.
-        network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
-        parser = trt.OnnxParser(network, self._logger)
-        if not parser.parse(model_path.read_bytes()):
-            errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-            msg = f"TensorRT could not parse {model_path}: {errors}"
-            raise ModelLoadError(msg)
-        _, window, channels = tuple(network.get_input(0).shape)
-        config = builder.create_builder_config()
-        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, cfg.workspace_mb << 20)
-        profile = builder.create_optimization_profile()
-        opt = min(cfg.opt_batch, cfg.max_batch)
-        profile.set_shape(INPUT_NAME, (1, window, channels), (opt, window, channels), (cfg.max_batch, window, channels))
-        config.add_optimization_profile(profile)
-        plan_path.parent.mkdir(parents=True, exist_ok=True)
-        timing_path = plan_path.parent / "timing.cache"
-        timing = config.create_timing_cache(timing_path.read_bytes() if timing_path.is_file() else b"")
-        config.set_timing_cache(timing, True)
-        serialized = builder.build_serialized_network(network, config)
-        if serialized is None:
-            msg = f"TensorRT failed to build an engine from {model_path} (see the TensorRT log above)"
-            raise ModelLoadError(msg)
-        plan = bytes(memoryview(serialized))
-        # Write-then-rename: a power cut mid-write must not leave a truncated engine that looks cached.
-        tmp = plan_path.with_suffix(".tmp")
-        tmp.write_bytes(plan)
-        tmp.replace(plan_path)
-        timing_path.write_bytes(bytes(memoryview(config.get_timing_cache().serialize())))
-        return plan
+        return self._trt.Runtime(trt_logger()).deserialize_cuda_engine(plan)
 
     def _allocate(self) -> None:
         trt, cudart, engine = self._trt, self._cudart, self._engine
