@@ -13,6 +13,7 @@ import math
 import shutil
 import tarfile
 import tempfile
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -158,12 +159,19 @@ class Bundle:
         return self.model_path.read_bytes()
 
 
-def sha256_file(path: Path) -> str:
+def sha256_files(paths: Iterable[Path]) -> str:
+    """Hex sha256 of the files' bytes one after another, in the given order, read 1 MiB at a time."""
     digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
+    for path in paths:
+        with path.open("rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
     return digest.hexdigest()
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of one file, as `sha256sum` prints it."""
+    return sha256_files([path])
 
 
 def describe_files(root: Path, names: list[str]) -> dict[str, dict[str, Any]]:

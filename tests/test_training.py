@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from edgevae.agent.bundle import sha256_file
 from edgevae.agent.table import Table, write_table
 from edgevae.core.errors import ConfigError
 from edgevae.training import data
@@ -89,7 +90,7 @@ def test_load_training_data_drops_anomalous_rows(tmp_path: Path) -> None:
     assert sum(len(r) for runs in dataset.splits.values() for r in runs) == 1950
     assert len(dataset.splits["train"]) == 2  # split around the fault
     assert dataset.sample_period_s == pytest.approx(1.0)
-    assert dataset.sha256 == data.sha256_files([tmp_path / "a.csv"])
+    assert dataset.sha256 == sha256_file(tmp_path / "a.csv")
     assert dataset.describe()["rows"] == 2000
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from edgevae.agent.bundle import sha256_files
 from edgevae.agent.table import Table, infer_sample_period, read_tables
 from edgevae.core.errors import ConfigError
 from edgevae.core.window import sliding_windows, window_count
@@ -261,16 +262,6 @@ def make_windows(
 def normalize(windows: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
     out: np.ndarray = ((windows - mean) / std).astype(np.float32)
     return out
-
-
-def sha256_files(paths: Sequence[Path]) -> str:
-    """sha256 over the files' bytes, in the given order."""
-    digest = hashlib.sha256()
-    for path in paths:
-        with path.open("rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
 
 
 def sha256_array(values: np.ndarray, seed: int) -> str:
