@@ -104,6 +104,19 @@ def recall(c: Confusion) -> float:
     return _ratio(c.tp, c.tp + c.fn)
 
 
+def average_ranks(values: npt.ArrayLike) -> FloatArray:
+    """1-based ranks of the values, ties sharing the mean of the positions they span (mid-ranks).
+
+    >>> average_ranks([10.0, 30.0, 20.0, 20.0])
+    array([1. , 4. , 2.5, 2.5])
+    """
+    _, inverse, counts = np.unique(np.asarray(values), return_inverse=True, return_counts=True)
+    # A group of tied values spans the positions up to its cumulative count; its rank is their mean.
+    ends = np.cumsum(counts)
+    ranks: FloatArray = (ends - (counts - 1) / 2.0)[inverse.reshape(-1)]
+    return ranks
+
+
 def auroc(labels: npt.ArrayLike, scores: npt.ArrayLike) -> float:
     """Area under the ROC curve; higher scores mean more anomalous. NaN unless both classes occur.
 
@@ -115,11 +128,7 @@ def auroc(labels: npt.ArrayLike, scores: npt.ArrayLike) -> float:
     n_neg = y.size - n_pos
     if n_pos == 0 or n_neg == 0:
         return UNDEFINED
-    _, inverse, counts = np.unique(s, return_inverse=True, return_counts=True)
-    # 1-based mid-rank of each distinct value: ranks before the group plus the group's mean offset.
-    starts = np.cumsum(counts) - counts
-    midranks = starts + (counts + 1) / 2.0
-    rank_sum = float(midranks[inverse][y].sum())
+    rank_sum = float(average_ranks(s)[y].sum())
     return (rank_sum - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg)
 
 

@@ -12,6 +12,7 @@ import torch
 
 from edgevae.agent.backends import ScoreOutputs, create_backend
 from edgevae.core.decision import Threshold
+from edgevae.core.metrics import average_ranks
 from edgevae.export.graph import ScoringGraph
 
 logger = logging.getLogger(__name__)
@@ -45,17 +46,6 @@ def relative_error(candidate: np.ndarray, reference: np.ndarray, floor: float | 
     if floor is None:
         floor = error_floor(ref)
     return np.abs(cand - ref) / np.maximum(np.abs(ref), max(floor, np.finfo(np.float64).tiny))
-
-
-def average_ranks(values: np.ndarray) -> np.ndarray:
-    """1-based ranks, ties sharing the mean of their positions.
-
-    >>> average_ranks(np.array([10.0, 30.0, 20.0, 20.0]))
-    array([1. , 4. , 2.5, 2.5])
-    """
-    _, inverse, counts = np.unique(np.asarray(values), return_inverse=True, return_counts=True)
-    ends = np.cumsum(counts)
-    return (ends - (counts - 1) / 2.0)[inverse.reshape(-1)]
 
 
 def spearman(a: np.ndarray, b: np.ndarray) -> float:

@@ -13,6 +13,7 @@ import pytest
     [
         "edgevae.core.window",
         "edgevae.core.decision",
+        "edgevae.core.metrics",
         "edgevae.agent.readings",
         "edgevae.agent.backends.tensorrt_engine",
     ],

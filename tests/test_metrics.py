@@ -12,6 +12,7 @@ from edgevae.core.metrics import (
     Confusion,
     auprc,
     auroc,
+    average_ranks,
     confusion,
     f1,
     far,
@@ -99,6 +100,24 @@ def test_flag_everything_on_a_537_percent_anomalous_split() -> None:
 )
 def test_auroc_and_auprc(labels: list[int], scores: list[float], roc: float, ap: float) -> None:
     np.testing.assert_allclose([auroc(labels, scores), auprc(labels, scores)], [roc, ap], equal_nan=True)
+
+
+@pytest.mark.parametrize(
+    ("values", "ranks"),
+    [
+        ([], []),  # nothing to rank
+        ([5.0], [1.0]),  # one value
+        ([3.0, 1.0, 2.0], [3.0, 1.0, 2.0]),  # distinct values, in any order
+        ([10.0, 30.0, 20.0, 20.0], [1.0, 4.0, 2.5, 2.5]),  # a pair tied in the middle
+        ([7.0, 7.0, 7.0], [2.0, 2.0, 2.0]),  # all tied: every rank is the middle one
+        ([1.0, 1.0, 2.0, 2.0, 2.0], [1.5, 1.5, 4.0, 4.0, 4.0]),  # two groups of ties
+        ([-np.inf, 0.0, np.inf], [1.0, 2.0, 3.0]),  # infinities rank at the ends
+    ],
+)
+def test_average_ranks(values: list[float], ranks: list[float]) -> None:
+    got = average_ranks(np.array(values))
+    assert got.tolist() == ranks
+    assert got.sum() == len(values) * (len(values) + 1) / 2  # ties keep the sum of ranks 1..n
 
 
 def test_precision_recall_curve_follows_sklearn_layout() -> None:
