@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import math
 from typing import NamedTuple
 
 import numpy as np
 import torch
 from torch import nn
 
+from edgevae.training.losses import gaussian_nll
 from edgevae.training.models.vae import WindowVAE
 
 SCORE_KINDS = {"mse": "mse", "gaussian": "nll"}  # model likelihood -> manifest score_kind
-_LOG_2PI = math.log(2.0 * math.pi)
 
 
 class GraphOutputs(NamedTuple):
@@ -92,7 +91,5 @@ class ScoringGraph(nn.Module):
         if recon_logvar is None:
             score = channel_error.mean(dim=1)
         else:
-            logvar = recon_logvar[:, newest]
-            nll = 0.5 * (_LOG_2PI + logvar + squared * torch.exp(-logvar))
-            score = nll.mean(dim=(1, 2))
+            score = gaussian_nll(squared, recon_logvar[:, newest]).mean(dim=(1, 2))
         return GraphOutputs(score, channel_error)

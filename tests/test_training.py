@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import subprocess
 import sys
 from dataclasses import fields, replace
@@ -19,7 +20,7 @@ from edgevae.core.errors import ConfigError
 from edgevae.training import data
 from edgevae.training.checkpoint import RUN_FILES, load_run
 from edgevae.training.config import TrainConfig, add_arguments, config_from_args
-from edgevae.training.losses import beta_schedule, kl_to_standard_normal, reconstruction_nll
+from edgevae.training.losses import beta_schedule, gaussian_nll, kl_to_standard_normal, reconstruction_nll
 from edgevae.training.simulate import Fault, simulate_plant
 from edgevae.training.train_vae import train
 
@@ -119,6 +120,24 @@ def test_loss_terms() -> None:
     assert reconstruction_nll(x, recon, None).tolist() == [12.0, 12.0]
     nll = reconstruction_nll(x, recon, torch.zeros_like(x))
     np.testing.assert_allclose(nll.numpy(), 12 * 0.5 * (1 + np.log(2 * np.pi)), rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("error", "variance"),
+    [
+        (0.0, 1.0),  # on the mean, unit variance: the normalizing constant alone
+        (1.0, 1.0),  # one standard deviation away
+        (2.0, 4.0),  # one standard deviation of a wider Gaussian
+        (0.1, 0.01),  # a confident decoder: the NLL goes negative
+        (3.0, 0.01),  # a confident decoder far off: a large NLL
+    ],
+)
+def test_gaussian_nll_is_the_negative_log_density(error: float, variance: float) -> None:
+    expected = -math.log(math.exp(-(error**2) / (2 * variance)) / math.sqrt(2 * math.pi * variance))
+    got = gaussian_nll(
+        torch.tensor([error**2], dtype=torch.float64), torch.tensor([math.log(variance)], dtype=torch.float64)
+    )
+    assert got.item() == pytest.approx(expected, rel=1e-12)
 
 
 @pytest.mark.parametrize(

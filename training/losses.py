@@ -21,6 +21,14 @@ class ELBOTerms(NamedTuple):
     kl: torch.Tensor
 
 
+def gaussian_nll(squared_error: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """-log N(x; mean, exp(logvar)) point by point, from (x - mean)^2 and the log-variance, in nats.
+
+    The one form of the Gaussian NLL: training's loss sums it, the exported scoring graph averages it.
+    """
+    return 0.5 * (logvar + squared_error * torch.exp(-logvar) + LOG_2PI)
+
+
 def reconstruction_nll(x: torch.Tensor, recon: torch.Tensor, recon_logvar: torch.Tensor | None) -> torch.Tensor:
     """Per-sample reconstruction term, shape (batch,).
 
@@ -30,8 +38,7 @@ def reconstruction_nll(x: torch.Tensor, recon: torch.Tensor, recon_logvar: torch
     squared = (x - recon).pow(2)
     if recon_logvar is None:
         return squared.flatten(1).sum(1)
-    nll = 0.5 * (recon_logvar + squared * torch.exp(-recon_logvar) + LOG_2PI)
-    return nll.flatten(1).sum(1)
+    return gaussian_nll(squared, recon_logvar).flatten(1).sum(1)
 
 
 def kl_to_standard_normal(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
