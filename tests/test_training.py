@@ -83,6 +83,31 @@ def test_make_windows_never_spans_runs_and_subsets_by_seed() -> None:
     assert all(any(np.array_equal(s, w) for w in windows) for s in subset)
 
 
+@pytest.mark.parametrize(
+    ("lengths", "max_windows"),
+    [
+        ([10, 3, 7], None),  # no cap: every window
+        ([10, 3, 7], 4),  # a subset drawn across runs
+        ([10, 3, 7], 1),  # a single window
+        ([10, 3, 7], 13),  # a cap of exactly the total keeps everything
+        ([2, 9], 3),  # a run too short for one window adds none
+    ],
+)
+def test_training_and_holdout_subsets_keep_the_order(lengths: list[int], max_windows: int | None) -> None:
+    runs = [np.arange(float(n))[:, None] + 100.0 * i for i, n in enumerate(lengths)]
+    full = data.make_windows(runs, 3, 1)
+    subset = data.make_windows(runs, 3, 1, max_windows, np.random.default_rng(0))
+    assert len(subset) == min(len(full), max_windows or len(full))
+    firsts = full[:, 0, 0].tolist()
+    positions = [firsts.index(w[0, 0]) for w in subset]
+    assert positions == sorted(set(positions))  # distinct windows of the full set, in their order
+    np.testing.assert_array_equal(subset, full[positions])
+    # With no context rows before its runs, the hold-out draws the same windows, every row of them unseen.
+    held, unseen = data.holdout_windows([(run, 0) for run in runs], 3, max_windows, np.random.default_rng(0))
+    np.testing.assert_array_equal(held, subset)
+    assert unseen.tolist() == [3] * len(subset)
+
+
 def test_load_training_data_drops_anomalous_rows(tmp_path: Path) -> None:
     plant = simulate_plant(2000, seed=0, faults=[Fault("flow", 100, 50, "offset", 5.0)])
     write_table(plant, tmp_path / "a.csv")

@@ -150,19 +150,8 @@ def holdout_windows(
     if not views:
         channels = runs[0][0].shape[1] if runs else 0
         return np.empty((0, window, channels), dtype=np.float32), np.empty(0, dtype=np.int64)
-    counts = np.concatenate(unseen).astype(np.int64)
-    total = len(counts)
-    if max_windows is None or total <= max_windows:
-        keep = np.arange(total)
-    else:
-        keep = np.sort((rng or np.random.default_rng(0)).choice(total, size=max_windows, replace=False))
-    # Gather view by view: the stride-1 views are never materialized whole.
-    offsets = np.cumsum([0] + [len(v) for v in views])
-    out = np.empty((len(keep), window, views[0].shape[2]), dtype=np.float32)
-    for i, view in enumerate(views):
-        lo, hi = np.searchsorted(keep, [offsets[i], offsets[i + 1]])
-        out[lo:hi] = view[keep[lo:hi] - offsets[i]]
-    return out, counts[keep]
+    out, keep = _gather(views, window, views[0].shape[2], max_windows, rng)
+    return out, np.concatenate(unseen).astype(np.int64)[keep]
 
 
 def check_channels(tables: Sequence[Table]) -> tuple[str, ...]:
@@ -239,24 +228,31 @@ def make_windows(
     max_windows: int | None = None,
     rng: np.random.Generator | None = None,
 ) -> np.ndarray:
-    """Float32 (n, window, channels) windows of every run; a seeded random subset when over `max_windows`.
-
-    The subset is chosen before anything is copied, so a long stream at stride 1 never materializes whole.
-    """
+    """Float32 (n, window, channels) windows of every run; a seeded random subset when over `max_windows`."""
     views = [sliding_windows(run, window, stride) for run in runs]
-    total = sum(len(v) for v in views)
+    return _gather(views, window, runs[0].shape[1] if runs else 0, max_windows, rng)[0]
+
+
+def _gather(
+    views: Sequence[np.ndarray], window: int, channels: int, max_windows: int | None, rng: np.random.Generator | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """A float32 copy of the windows of `views`, one after another, or of a seeded random subset of
+    `max_windows` of them in order; and the indices kept.
+
+    The subset is chosen before anything is copied and the copy goes view by view, so stride-1 views of a
+    long stream are never materialized whole.
+    """
+    offsets = np.cumsum([0] + [len(v) for v in views])
+    total = int(offsets[-1])
     if max_windows is None or total <= max_windows:
         keep = np.arange(total)
     else:
         keep = np.sort((rng or np.random.default_rng(0)).choice(total, size=max_windows, replace=False))
-    out = np.empty((len(keep), window, runs[0].shape[1] if runs else 0), dtype=np.float32)
-    offset = 0
-    for view in views:
-        local = keep[(keep >= offset) & (keep < offset + len(view))] - offset
-        start = np.searchsorted(keep, offset)
-        out[start : start + len(local)] = view[local]
-        offset += len(view)
-    return out
+    out = np.empty((len(keep), window, channels), dtype=np.float32)
+    for i, view in enumerate(views):
+        lo, hi = np.searchsorted(keep, [offsets[i], offsets[i + 1]])
+        out[lo:hi] = view[keep[lo:hi] - offsets[i]]
+    return out, keep
 
 
 def normalize(windows: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
