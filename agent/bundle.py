@@ -179,12 +179,18 @@ def describe_files(root: Path, names: list[str]) -> dict[str, dict[str, Any]]:
     return {name: {"sha256": sha256_file(root / name), "bytes": (root / name).stat().st_size} for name in names}
 
 
+def write_atomically(path: Path, data: bytes) -> None:
+    """Write-then-rename: a power cut mid-write must not leave a truncated file that looks complete."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)
+
+
 def write_manifest(root: Path, manifest: Manifest) -> Path:
     manifest.validate()
     path = root / MANIFEST_NAME
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(manifest.to_dict(), indent=2, sort_keys=True) + "\n")
-    tmp.replace(path)
+    write_atomically(path, (json.dumps(manifest.to_dict(), indent=2, sort_keys=True) + "\n").encode())
     return path
 
 

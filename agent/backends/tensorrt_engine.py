@@ -18,7 +18,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, NamedTuple
 
-from edgevae.agent.bundle import INPUT_NAME
+from edgevae.agent.bundle import INPUT_NAME, write_atomically
 from edgevae.core.errors import ConfigError, ModelLoadError
 
 logger = logging.getLogger(__name__)
@@ -133,15 +133,7 @@ def build_engine(
         msg = f"TensorRT failed to build an engine from {onnx_path} (see the TensorRT log above)"
         raise ModelLoadError(msg)
     plan = bytes(memoryview(serialized))
-    _write_atomically(plan_path, plan)
+    write_atomically(plan_path, plan)
     if timing_cache is not None:
-        _write_atomically(timing_cache, bytes(memoryview(config.get_timing_cache().serialize())))
+        write_atomically(timing_cache, bytes(memoryview(config.get_timing_cache().serialize())))
     return BuiltEngine(plan, shapes)
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    # Write-then-rename: a power cut mid-write must not leave a truncated engine that looks cached.
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
