@@ -10,6 +10,7 @@ import pytest
 
 from edgevae.core import metrics
 from edgevae.core.decision import Debounce, Debouncer
+from edgevae.core.window import window_end_rows
 from edgevae.evaluation.evaluate import (
     FIT_ROWS,
     PRECISIONS,
@@ -115,9 +116,9 @@ def _replay(result: FileResult) -> np.ndarray:
     window, stride = result.model["window"], result.model["stride"]
     debouncer = Debouncer(Debounce(*result.model["debounce"]))
     decisions = np.zeros(len(result.ratio), dtype=np.int8)
+    window_ends = set(window_end_rows(len(result.ratio), window, stride).tolist())
     for row, ratio in enumerate(result.ratio.tolist()):
-        ends_a_window = row >= window - 1 and (row - window + 1) % stride == 0
-        if ends_a_window:
+        if row in window_ends:
             debouncer.update(not ratio <= 1.0)  # a score above the threshold, or NaN, is anomalous
         decisions[row] = debouncer.is_open
     return decisions
