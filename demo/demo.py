@@ -75,7 +75,8 @@ def _banner(text: str) -> None:
 
 def _train_and_export(args: argparse.Namespace) -> Path:
     from edgevae.export.bundle_writer import export_bundle
-    from edgevae.training.train_vae import TrainConfig, train
+    from edgevae.training.config import TrainConfig
+    from edgevae.training.train_vae import train
 
     _banner("training a VAE" + (f" on {args.data}" if args.data else " on the simulated plant"))
     started = time.perf_counter()

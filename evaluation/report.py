@@ -80,7 +80,7 @@ def _models(results: dict[str, Any]) -> list[str]:
     """What the defaults made, per protocol: the first file's model and how often each threshold rule won."""
     lines = []
     for protocol, by_precision in results.get("per_file", {}).items():
-        files = next(iter(by_precision.values()), [])
+        files: list[dict[str, Any]] = next(iter(by_precision.values()), [])
         if not files:
             continue
         models = [f["model"] for f in files]

@@ -83,7 +83,7 @@ def save_run(out: Path, model: WindowVAE, meta: dict[str, Any], calibration: dic
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     torch.save({"model_config": model.cfg.to_dict(), "state_dict": state}, out / MODEL_FILE)
     (out / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
-    np.savez_compressed(out / CALIBRATION_FILE, **calibration)
+    np.savez_compressed(out / CALIBRATION_FILE, allow_pickle=False, **calibration)
     return out
 
 
