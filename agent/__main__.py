@@ -12,7 +12,8 @@ from types import FrameType
 from typing import Any
 
 from edgevae.agent.bundle import load_bundle
-from edgevae.agent.config import BadValue, Config, InvalidConfig, example_toml, load_config, read_toml
+from edgevae.agent.config import Config
+from edgevae.agent.config_file import BadValue, InvalidConfig, example_toml, load_config, read_toml
 from edgevae.core.errors import BundleError, ConfigError, ModelLoadError
 
 logger = logging.getLogger("agent")

@@ -12,7 +12,8 @@ import numpy as np
 from edgevae.agent import alerts
 from edgevae.agent.backends import Backend, create_backend
 from edgevae.agent.bundle import Manifest, load_bundle
-from edgevae.agent.config import Config, read_password
+from edgevae.agent.config import Config
+from edgevae.agent.config_file import read_password
 from edgevae.agent.detector import Detector
 from edgevae.agent.mqtt import MqttLink
 from edgevae.agent.notify import Notifier

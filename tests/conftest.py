@@ -19,7 +19,8 @@ from agent_fixtures import (
 )
 from trained_runs import train_run
 
-from edgevae.agent.config import Config, load_config
+from edgevae.agent.config import Config
+from edgevae.agent.config_file import load_config
 from edgevae.demo.broker import Broker, find_mosquitto, start_broker
 
 

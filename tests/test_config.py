@@ -9,7 +9,8 @@ import pytest
 
 from edgevae.agent.__main__ import main
 from edgevae.agent.backends import REGISTRY, BackendConfig
-from edgevae.agent.config import Config, InvalidConfig, load_config, read_password, read_toml, reference
+from edgevae.agent.config import Config
+from edgevae.agent.config_file import InvalidConfig, load_config, read_password, read_toml, reference
 from edgevae.agent.readings import DropReason
 
 

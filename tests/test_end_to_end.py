@@ -15,7 +15,7 @@ from agent_fixtures import Collector, Names, Publisher, agent_document
 
 from edgevae.agent.backends import create_backend
 from edgevae.agent.bundle import load_bundle
-from edgevae.agent.config import load_config
+from edgevae.agent.config_file import load_config
 from edgevae.agent.offline import score_table
 from edgevae.agent.readings import encode_payloads
 from edgevae.agent.service import Service
