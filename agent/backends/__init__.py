@@ -19,6 +19,7 @@ from typing import Annotated, Any, Literal, NamedTuple
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from edgevae.agent.backends.base import Backend, ScoreOutputs
+from edgevae.agent.backends.tensorrt_engine import MAX_BATCH, OPT_BATCH, WORKSPACE_MB
 from edgevae.core.errors import ConfigError, ModelLoadError
 
 logger = logging.getLogger(__name__)
@@ -55,9 +56,9 @@ class TensorRTBackendConfig(BackendOptions):
         description="where built engines are kept; empty: $CACHE_DIRECTORY/tensorrt, else ~/.cache/edgevae/tensorrt",
     )
     device_id: int = Field(default=0, ge=0, description="CUDA device index")
-    max_batch: int = Field(default=256, ge=1, description="largest batch of the engine's profile")
-    opt_batch: int = Field(default=16, ge=1, description="batch size TensorRT tunes for")
-    workspace_mb: int = Field(default=256, ge=16, description="builder workspace limit in MiB")
+    max_batch: int = Field(default=MAX_BATCH, ge=1, description="largest batch of the engine's profile")
+    opt_batch: int = Field(default=OPT_BATCH, ge=1, description="batch size TensorRT tunes for")
+    workspace_mb: int = Field(default=WORKSPACE_MB, ge=16, description="builder workspace limit in MiB")
 
 
 # The `model.backend` table: one of the options models, told apart by `type`.
