@@ -12,6 +12,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+# The model computes in float32: a reading beyond its range would become infinity inside the graph.
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
 
 class DropReason(str, Enum):
     """Why a message or reading was not scored. The values are the keys of `dropped` in the stats."""
@@ -125,9 +128,9 @@ class ReadingParser:
     def _reading(self, item: Any) -> Reading | tuple[DropReason, str]:
         if not isinstance(item, dict) or set(item) != {"ts", "values"} or not isinstance(item["values"], dict):
             return DropReason.BAD_SCHEMA, 'expected {"ts": <epoch seconds>, "values": {"<channel>": <number>, ...}}'
-        ts = item["ts"]
-        if isinstance(ts, bool) or not isinstance(ts, (int, float)) or not math.isfinite(ts):
-            return DropReason.BAD_SCHEMA, f"ts must be a finite number of epoch seconds, got {ts!r:.40}"
+        ts = _as_float(item["ts"])
+        if ts is None or not math.isfinite(ts):
+            return DropReason.BAD_SCHEMA, f"ts must be a finite number of epoch seconds, got {item['ts']!r:.40}"
         values: dict[str, Any] = item["values"]
         missing = self._required.difference(values)
         if missing:
@@ -136,16 +139,27 @@ class ReadingParser:
             return DropReason.UNKNOWN_CHANNEL, f"unknown {sorted(set(values) - self._required)[:5]}"
         row = np.empty(len(self.channels), dtype=np.float64)
         for i, name in enumerate(self.channels):
-            value = values[name]
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                return DropReason.NOT_NUMBER, f"{name}={value!r:.40}"
-            try:
-                row[i] = value
-            except OverflowError:  # an integer beyond float range
-                return DropReason.NOT_FINITE, f"{name} overflows a float"
-            if not math.isfinite(row[i]):
-                return DropReason.NOT_FINITE, f"{name}={value!r}"
-        return Reading(float(ts), row)
+            value = _as_float(values[name])
+            if value is None:
+                return DropReason.NOT_NUMBER, f"{name}={values[name]!r:.40}"
+            if not abs(value) <= FLOAT32_MAX:  # NaN, infinity, or beyond what the float32 model holds
+                return DropReason.NOT_FINITE, f"{name}={values[name]!r:.40} is not a finite float32"
+            row[i] = value
+        return Reading(ts, row)
+
+
+def _as_float(value: Any) -> float | None:
+    """A JSON number as a float (an integer beyond float range becomes infinity), None for anything else.
+
+    >>> _as_float(3), _as_float(10**400), _as_float(True), _as_float("1")
+    (3.0, inf, None, None)
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf if value > 0 else -math.inf
 
 
 class OrderGuard:

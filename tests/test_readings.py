@@ -6,6 +6,8 @@ import json
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from edgevae.agent.readings import DeviceTopics, DropReason, OrderGuard, ReadingParser, encode_payloads
 from edgevae.agent.stats import DropLog
@@ -49,6 +51,10 @@ def parse(payload: bytes | str | object, **kwargs: object) -> tuple[list[tuple[f
         ({"ts": 1.0, "values": {"a": True, "b": 2}}, "not_number"),  # bools are not numbers
         ({"ts": 1.0, "values": {"a": None, "b": 2}}, "not_number"),  # null
         ({"readings": [GOOD] * 4}, "too_many_readings"),  # over max_readings
+        ({"ts": 10**309, "values": {"a": 1, "b": 2}}, "bad_schema"),  # an integer time beyond float range
+        ({"ts": -(10**309), "values": {"a": 1, "b": 2}}, "bad_schema"),  # and below it
+        ({"ts": 1.0, "values": {"a": 1e39, "b": 2}}, "not_finite"),  # finite in float64, inf in the float32 model
+        ({"ts": 1.0, "values": {"a": -3.5e38, "b": 2}}, "not_finite"),  # just past float32's lowest
     ],
 )
 def test_bad_payloads_are_dropped_with_their_reason(payload: object, reason: str) -> None:
@@ -161,3 +167,43 @@ def test_drop_warnings_are_rate_limited(caplog: pytest.LogCaptureFixture) -> Non
         "dropped oversized from d1: big",
         "dropped not_json from d1: bad (and 4 more since the last warning)",
     ]
+
+
+def test_one_bad_reading_does_not_cost_the_batch_its_good_ones() -> None:
+    batch = {"readings": [GOOD, {"ts": 10**309, "values": {"a": 1, "b": 2}}, {**GOOD, "ts": 11.0}]}
+    readings, drops = parse(batch)
+    assert readings == [(10.0, [1.0, 2.0]), (11.0, [1.0, 2.0])]
+    assert drops == ["bad_schema"]
+
+
+def test_float32_extremes_are_readings() -> None:
+    big = float(np.finfo(np.float32).max)
+    readings, drops = parse({"ts": 1.0, "values": {"a": big, "b": -big}})
+    assert (readings, drops) == ([(1.0, [big, -big])], [])
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    max_leaves=12,
+)
+NUMBER = st.integers() | st.floats() | st.sampled_from([10**309, -(10**309), 1e39, float("nan")])
+READING = st.fixed_dictionaries(
+    {"ts": NUMBER | JSON, "values": st.dictionaries(st.sampled_from(["a", "b", "c"]), NUMBER | JSON)}
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.one_of(JSON, READING, st.fixed_dictionaries({"readings": st.lists(READING | JSON, max_size=4)})))
+def test_any_json_is_parsed_or_dropped_never_raised(doc: object) -> None:
+    parsed = ReadingParser(CHANNELS, max_readings=3).parse(json.dumps(doc).encode())
+    for r in parsed.readings:
+        assert np.isfinite(r.ts)
+        assert np.all(np.abs(r.values) <= np.finfo(np.float32).max)
+    assert all(isinstance(reason, DropReason) for reason, _ in parsed.drops)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=200))
+def test_any_bytes_are_parsed_or_dropped_never_raised(payload: bytes) -> None:
+    ReadingParser(CHANNELS).parse(payload)
