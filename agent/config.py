@@ -217,6 +217,20 @@ class DetectionConfig(Table):
         default="drop",
         description="a reading with channels the model does not know: drop it (counted) or ignore them",
     )
+    timestamp_unit: Literal["auto", "s", "ms"] = Field(
+        default="auto",
+        description="unit of ts: seconds or milliseconds since the epoch; auto reads ts >= 1e11 as milliseconds",
+    )
+    max_future_s: float = Field(
+        default=300.0,
+        ge=0,
+        description="readings further ahead of the agent's clock than this are dropped (future_ts); 0: never",
+    )
+    reanchor_after: int = Field(
+        default=30,
+        ge=1,
+        description="backwards readings in a row after which a device's clock is believed to have stepped back",
+    )
 
 
 class LimitsConfig(Table):

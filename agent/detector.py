@@ -107,8 +107,9 @@ class Detector:
         if state is None:
             state = self._devices[device] = _DeviceState(self.manifest, self.debounce)
         last = state.window.last_ts
-        if self.max_gap_s > 0 and last is not None and ts - last > self.max_gap_s:
-            # Readings across a long gap never formed a window in training; start a fresh one.
+        if last is not None and (ts < last or (self.max_gap_s > 0 and ts - last > self.max_gap_s)):
+            # Readings across a long gap never formed a window in training, nor do readings across a clock that
+            # stepped back (OrderGuard re-anchored the device): start a fresh window.
             state.window.reset()
             self.gap_resets += 1
         state.readings += 1

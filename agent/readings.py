@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+
+logger = logging.getLogger(__name__)
+
+# Epoch seconds reach 1e11 in the year 5138, epoch milliseconds passed it in 1973: "auto" reads a time at or
+# above it as milliseconds.
+MILLISECONDS_FROM = 1e11
+TIMESTAMP_UNITS = ("auto", "s", "ms")
 
 # The model computes in float32: a reading beyond its range would become infinity inside the graph.
 FLOAT32_MAX = float(np.finfo(np.float32).max)
@@ -28,6 +37,7 @@ class DropReason(str, Enum):
     NOT_NUMBER = "not_number"  # a string, bool or null where a number belongs
     DUPLICATE_TS = "duplicate_ts"  # same timestamp as the device's previous reading
     OUT_OF_ORDER = "out_of_order"  # earlier than the device's previous reading
+    FUTURE_TS = "future_ts"  # further ahead of the agent's clock than detection.max_future_s
     TOO_MANY_READINGS = "too_many_readings"  # a batch over limits.max_readings_per_message
     TOO_MANY_DEVICES = "too_many_devices"  # a new device beyond limits.max_devices
     BAD_TOPIC = "bad_topic"  # the topic matches no configured filter
@@ -89,7 +99,12 @@ class ReadingParser:
         max_payload_bytes: int = 65536,
         max_readings: int = 1000,
         allow_unknown_channels: bool = False,
+        timestamp_unit: str = "auto",
     ) -> None:
+        if timestamp_unit not in TIMESTAMP_UNITS:
+            msg = f"timestamp_unit must be one of {TIMESTAMP_UNITS}, got {timestamp_unit!r}"
+            raise ValueError(msg)
+        self.timestamp_unit = timestamp_unit
         self.channels = channels
         self._required = frozenset(channels)
         self.max_payload_bytes = max_payload_bytes
@@ -131,6 +146,8 @@ class ReadingParser:
         ts = _as_float(item["ts"])
         if ts is None or not math.isfinite(ts):
             return DropReason.BAD_SCHEMA, f"ts must be a finite number of epoch seconds, got {item['ts']!r:.40}"
+        if self.timestamp_unit == "ms" or (self.timestamp_unit == "auto" and abs(ts) >= MILLISECONDS_FROM):
+            ts /= 1000.0
         values: dict[str, Any] = item["values"]
         missing = self._required.difference(values)
         if missing:
@@ -163,11 +180,28 @@ def _as_float(value: Any) -> float | None:
 
 
 class OrderGuard:
-    """Per device: reject repeated and backwards timestamps, and devices beyond the limit."""
+    """Per device: reject repeated, backwards and far-future timestamps, and devices beyond the limit.
 
-    def __init__(self, max_devices: int) -> None:
+    A far-future reading is refused without touching the device's state, so one bad clock reading cannot
+    blind the device. A clock that steps back is believed after `reanchor_after` backwards readings in a row:
+    the device is re-anchored at the new time (logged once) instead of dropping everything until the old
+    time comes round again.
+    """
+
+    def __init__(
+        self,
+        max_devices: int,
+        max_future_s: float | None = None,
+        reanchor_after: int = 30,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.max_devices = max_devices
+        self.max_future_s = max_future_s
+        self.reanchor_after = reanchor_after
+        self.clock = clock
+        self.reanchored = 0
         self._last: dict[str, float] = {}
+        self._backwards: dict[str, int] = {}
 
     @property
     def devices(self) -> int:
@@ -175,6 +209,8 @@ class OrderGuard:
 
     def check(self, device: str, ts: float) -> DropReason | None:
         """None if the reading may be scored (and remember its ts), otherwise why not."""
+        if self.max_future_s is not None and ts > self.clock() + self.max_future_s:
+            return DropReason.FUTURE_TS
         last = self._last.get(device)
         if last is None:
             if len(self._last) >= self.max_devices:
@@ -182,6 +218,18 @@ class OrderGuard:
         elif ts == last:
             return DropReason.DUPLICATE_TS
         elif ts < last:
-            return DropReason.OUT_OF_ORDER
+            behind = self._backwards.get(device, 0) + 1
+            if behind < self.reanchor_after:
+                self._backwards[device] = behind
+                return DropReason.OUT_OF_ORDER
+            self.reanchored += 1
+            logger.warning(
+                "%s: %d readings in a row were older than %.3f; its clock stepped back, re-anchoring at %.3f",
+                device,
+                behind,
+                last,
+                ts,
+            )
+        self._backwards.pop(device, None)
         self._last[device] = ts
         return None

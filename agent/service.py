@@ -66,8 +66,9 @@ class Service:
             limits.max_payload_bytes,
             limits.max_readings_per_message,
             det.unknown_channels == "ignore",
+            det.timestamp_unit,
         )
-        self.guard = OrderGuard(limits.max_devices)
+        self.guard = OrderGuard(limits.max_devices, det.max_future_s or None, det.reanchor_after)
         self.topics = DeviceTopics(config.mqtt.topics)
         self.drops = DropLog(config.log.drop_warning_interval_s)
         self.inbox: queue.Queue[tuple[str, bytes]] = queue.Queue(maxsize=limits.queue_size)

@@ -10,6 +10,7 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 from agent_fixtures import (
+    CHANNELS,
     T0,
     Collector,
     Names,
@@ -17,11 +18,13 @@ from agent_fixtures import (
     batched_payloads,
     reading,
     stream,
+    timestamps,
     windows_for,
 )
 
 from edgevae.agent.config import MqttConfig
 from edgevae.agent.mqtt import MqttLink
+from edgevae.agent.readings import encode_payloads
 
 GOOD = reading(T0, [20.0, 5.0, 100.0])
 
@@ -87,3 +90,20 @@ def test_a_full_queue_is_counted_not_blocking() -> None:
         link._on_message(link.client, None, msg)  # what paho's network thread calls
     assert [inbox.get_nowait()[1] for _ in range(2)] == [b"0", b"1"]
     assert link.queue_full == 3
+
+
+def test_one_future_timestamp_does_not_blind_a_device(
+    run_agent: Callable[..., Any], collector: Collector, names: Names, publisher: Publisher
+) -> None:
+    run_agent()
+    collector.wait_payload(names.status, b"online")
+    rows = 120
+    values = stream(rows, fault=("flow", 40, 70))
+    # One reading stamped 9.9e15 s (a sensor clock gone wrong), then the device's real stream, in milliseconds.
+    publisher.send(names.data("pump"), [encode(reading(9.9e15, values[0]))])
+    ms = encode_payloads(timestamps(rows) * 1000.0, values, CHANNELS, per_message=4)
+    publisher.send(names.data("pump"), ms)
+    stats = collector.latest_json(names.stats, lambda s: s["windows_scored"] == windows_for(rows))
+    assert {k: v for k, v in stats["dropped"].items() if v} == {"future_ts": 1}
+    got = collector.wait_for(lambda ms: [m.json() for m in ms if m.topic == names.alert("pump")] or None)
+    assert got[0]["top_channels"][0]["channel"] == "flow"

@@ -207,3 +207,54 @@ def test_any_json_is_parsed_or_dropped_never_raised(doc: object) -> None:
 @given(st.binary(max_size=200))
 def test_any_bytes_are_parsed_or_dropped_never_raised(payload: bytes) -> None:
     ReadingParser(CHANNELS).parse(payload)
+
+
+class FakeClock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.mark.parametrize(
+    ("stamps", "expected"),
+    [
+        # one reading far in the future is refused and leaves the device's order alone
+        ([100.0, 9.9e15, 101.0, 102.0], [None, "future_ts", None, None]),
+        # up to 5 minutes ahead of the agent's clock is accepted (sensor clocks drift)
+        ([100.0, 5000.0 + 299.0], [None, None]),
+        # a clock stepping back an hour: 2 backwards readings are dropped, the third re-anchors the device
+        ([3600.0, 3601.0, 1.0, 2.0, 3.0, 4.0], [None, None, "out_of_order", "out_of_order", None, None]),
+        # a single backwards reading between good ones is just out of order, and the count starts again
+        ([10.0, 5.0, 11.0, 6.0, 7.0, 12.0], [None, "out_of_order", None, "out_of_order", "out_of_order", None]),
+        ([10.0, 10.0], [None, "duplicate_ts"]),
+    ],
+)
+def test_order_guard_with_clocks_gone_wrong(stamps: list[float], expected: list[str | None]) -> None:
+    guard = OrderGuard(max_devices=5, max_future_s=300.0, reanchor_after=3, clock=FakeClock(5000.0))
+    got = [guard.check("d", ts) for ts in stamps]
+    assert [None if r is None else r.value for r in got] == expected
+
+
+def test_order_guard_counts_reanchors() -> None:
+    guard = OrderGuard(max_devices=1, reanchor_after=2)
+    assert [guard.check("d", ts) for ts in (10.0, 1.0, 2.0)] == [None, DropReason.OUT_OF_ORDER, None]
+    assert guard.reanchored == 1
+
+
+@pytest.mark.parametrize(
+    ("unit", "ts", "seconds"),
+    [
+        ("auto", 1_700_000_000.5, 1_700_000_000.5),  # epoch seconds
+        ("auto", 1_700_000_000_500, 1_700_000_000.5),  # epoch milliseconds
+        ("s", 1_700_000_000_500, 1_700_000_000_500.0),  # told: seconds, whatever the size
+        ("ms", 1_700_000_000_500, 1_700_000_000.5),
+        ("ms", 86_400_000, 86_400.0),  # a small millisecond time is still milliseconds when told so
+    ],
+)
+def test_timestamp_units(unit: str, ts: float, seconds: float) -> None:
+    parsed = ReadingParser(CHANNELS, timestamp_unit=unit).parse(
+        json.dumps({"ts": ts, "values": {"a": 1, "b": 2}}).encode()
+    )
+    assert [r.ts for r in parsed.readings] == [pytest.approx(seconds)]
