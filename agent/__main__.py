@@ -129,16 +129,31 @@ def run(config: Config) -> int:
     except (BundleError, ModelLoadError) as exc:
         logger.error("cannot load the model: %s", exc)
         return EXIT_MODEL
-    stop = threading.Event()
+    stop, reload = threading.Event(), threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         logger.info("received %s", signal.Signals(signum).name)
+        if signum == signal.SIGHUP:
+            reload.set()
         stop.set()
 
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    service.run(stop)
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, on_signal)
+    service.run(stop, reloading=reload)
+    if reload.is_set():
+        _reexec()
     return EXIT_OK
+
+
+def _reexec() -> None:
+    """Reload on SIGHUP: stop cleanly, then start again in the same process (same PID, as systemd expects of
+    a reload), reading the config file and the bundle afresh. A config that has gone bad exits 2 as at start."""
+    argv = [sys.executable, "-m", "edgevae.agent", *sys.argv[1:]]
+    logger.info("reloading: %s", " ".join(argv))
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, argv)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 from collections.abc import Mapping
 
 logger = logging.getLogger(__name__)
@@ -64,6 +65,10 @@ class Notifier:
 
     def stopping(self) -> bool:
         return self.send("STOPPING=1")
+
+    def reloading(self) -> bool:
+        # MONOTONIC_USEC lets systemd (Type=notify-reload, v253+) match this reload to the READY=1 after it.
+        return self.send("RELOADING=1", f"MONOTONIC_USEC={time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000}")
 
     def close(self) -> None:
         if self._socket is not None:

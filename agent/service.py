@@ -85,8 +85,9 @@ class Service:
             manifest.threshold.value, debounce.trigger, debounce.clear, self.backend.key,
         )  # fmt: skip
 
-    def run(self, stop: threading.Event) -> None:
-        """Score until `stop` is set, then publish `stopped` and disconnect."""
+    def run(self, stop: threading.Event, reloading: threading.Event | None = None) -> None:
+        """Score until `stop` is set, then publish `stopped` and disconnect; `reloading` set tells systemd a
+        reload (RELOADING=1) rather than a stop is under way."""
         prefix = self.config.mqtt.topic_prefix
         watchdog_s = self.notifier.watchdog_s
         tick = min(MAX_TICK_S, self.config.stats.interval_s, watchdog_s or MAX_TICK_S)
@@ -108,7 +109,10 @@ class Service:
                     next_stats = now + self.config.stats.interval_s
         finally:
             logger.info("stopping")
-            self.notifier.stopping()
+            if reloading is not None and reloading.is_set():
+                self.notifier.reloading()
+            else:
+                self.notifier.stopping()
             self.link.stop()
             self.backend.close()
             self.notifier.close()

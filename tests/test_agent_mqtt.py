@@ -172,3 +172,26 @@ def test_sigterm_stops_cleanly(
     assert "Traceback" not in log
     assert "received SIGTERM" in log
     assert b"offline" not in [m.payload for m in collector.on(names.status)]  # a clean stop sends no last will
+
+
+def test_sighup_reloads_in_place(
+    tmp_path: Path, broker: Broker, bundle: Path, names: Names, collector: Collector, publisher: Publisher
+) -> None:
+    """SIGHUP used to kill the agent with no `stopped`; now it stops cleanly and starts again in the same
+    process (what systemd's ExecReload expects), and scoring goes on."""
+    config = _write_config(tmp_path, broker, bundle, names)
+    with agent_process(config) as proc:
+        collector.wait_payload(names.status, b"online", timeout=30)
+        proc.send_signal(signal.SIGHUP)
+        collector.wait_payload(names.status, b"stopped")
+        collector.wait_for(lambda ms: [m for m in ms if m.topic == names.status][-1].payload == b"online" or None, 30)
+        assert proc.poll() is None  # the same process, reloaded
+        publisher.send(names.data("pump"), batched_payloads(stream(60, fault=("flow", 20, 40))))
+        got = collector.wait_for(lambda ms: [m.json() for m in ms if m.topic == names.alert("pump")] or None)
+        assert got[0]["type"] == "alert"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0
+    log = config.with_suffix(".log").read_text()
+    assert "received SIGHUP" in log
+    assert "reloading" in log
+    assert "Traceback" not in log
