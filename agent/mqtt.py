@@ -11,10 +11,16 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from edgevae.agent.config import MqttConfig
 
 logger = logging.getLogger(__name__)
+
+# A PUBLISH packet is its payload plus a fixed header, the topic and (MQTT 5) properties; the agent's device
+# ids and topics are bounded well inside this.
+PACKET_OVERHEAD_BYTES = 4096
 
 ONLINE, OFFLINE, STOPPED = b"online", b"offline", b"stopped"
 # paho keeps unacknowledged QoS 1 messages in memory; past 65,535 it stalls and loses them, so cap well below.
@@ -34,8 +40,17 @@ class MqttLink:
     """Callbacks run on paho's network thread holding its locks, so they never block: `on_message` only puts
     the message on the inbox (or counts it as `queue_full`); scoring happens on the service's thread."""
 
-    def __init__(self, cfg: MqttConfig, agent_id: str, inbox: Inbox, password: str | None = None) -> None:
+    def __init__(
+        self,
+        cfg: MqttConfig,
+        agent_id: str,
+        inbox: Inbox,
+        password: str | None = None,
+        max_payload_bytes: int | None = None,
+    ) -> None:
         self.cfg = cfg
+        self.max_payload_bytes = max_payload_bytes
+        self.oversized = 0  # messages refused before queueing (network thread only)
         self.agent_id = agent_id
         self.inbox = inbox
         self.status_topic = status_topic(cfg.topic_prefix, agent_id)
@@ -64,9 +79,13 @@ class MqttLink:
     def start(self) -> None:
         """Connect in the background; paho retries until the broker answers, and after every disconnect."""
         logger.info("connecting to %s as %s (MQTT %s)", self.cfg.broker, self.agent_id, self.cfg.protocol)
-        # No CONNECT properties and the default clean start: paho refuses both (ValueError) under 3.1.1, so an
-        # MQTT 5 property added here must be passed only when cfg.protocol is "5".
-        self.client.connect_async(self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive)
+        # CONNECT properties exist in MQTT 5 only: paho refuses them (ValueError) under 3.1.1.
+        properties = None
+        if self.cfg.protocol == "5" and self.max_payload_bytes is not None:
+            properties = Properties(PacketTypes.CONNECT)
+            # The broker then drops larger messages itself instead of sending them to us.
+            properties.MaximumPacketSize = self.max_payload_bytes + PACKET_OVERHEAD_BYTES
+        self.client.connect_async(self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive, properties=properties)
         self.client.loop_start()
 
     def publish(self, topic: str, payload: bytes, *, kind: str, qos: int = 1, retain: bool = False) -> bool:
@@ -135,6 +154,10 @@ class MqttLink:
             topic = msg.topic
         except UnicodeDecodeError:
             topic = ""  # matches no filter, so it is counted as bad_topic
+        if self.max_payload_bytes is not None and len(msg.payload) > self.max_payload_bytes:
+            # Refused here, before it is queued: memory is bounded by the config, not by what the broker lets by.
+            self.oversized += 1
+            return
         try:
             self.inbox.put_nowait((topic, bytes(msg.payload)))
         except queue.Full:

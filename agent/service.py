@@ -23,6 +23,8 @@ from edgevae.core.decision import Debounce
 from edgevae.core.errors import ModelLoadError
 
 logger = logging.getLogger(__name__)
+# Device ids longer than this are refused, so that every alert topic stays far inside MQTT's limits.
+MAX_DEVICE_ID_BYTES = 256
 
 # Most messages handled between two scoring passes, which bounds the time between watchdog pings.
 MAX_DRAIN = 2000
@@ -72,7 +74,10 @@ class Service:
         self.topics = DeviceTopics(config.mqtt.topics)
         self.drops = DropLog(config.log.drop_warning_interval_s)
         self.inbox: queue.Queue[tuple[str, bytes]] = queue.Queue(maxsize=limits.queue_size)
-        self.link = MqttLink(config.mqtt, self.agent_id, self.inbox, read_password(config.mqtt))
+        self.link = MqttLink(
+            config.mqtt, self.agent_id, self.inbox, read_password(config.mqtt), limits.max_payload_bytes
+        )
+        self._oversized_seen = 0
         self.readings = 0
         self.alerts = 0
         self.scoring_errors = 0
@@ -144,7 +149,11 @@ class Service:
     def _handle_message(self, topic: str, payload: bytes) -> None:
         device = self.topics.device(topic)
         if device is None:
-            self.drops.drop(DropReason.BAD_TOPIC, repr(topic), "no device id level in the topic")
+            self.drops.drop(DropReason.BAD_TOPIC, repr(topic)[:80], "no device id level in the topic")
+            return
+        if len(device.encode()) > MAX_DEVICE_ID_BYTES:
+            # Its alerts could not be published (the topic would be too long), so it is not scored at all.
+            self.drops.drop(DropReason.BAD_TOPIC, repr(device)[:80], f"device id over {MAX_DEVICE_ID_BYTES} bytes")
             return
         parsed = self.parser.parse(payload)
         for reason, detail in parsed.drops:
@@ -184,6 +193,11 @@ class Service:
                 DropReason.QUEUE_FULL, "broker", "scoring fell behind", n=queue_full - self._queue_full_seen
             )
             self._queue_full_seen = queue_full
+        oversized = self.link.oversized
+        if oversized > self._oversized_seen:
+            detail = f"refused before queueing: over {self.config.limits.max_payload_bytes} bytes"
+            self.drops.drop(DropReason.OVERSIZED, "broker", detail, n=oversized - self._oversized_seen)
+            self._oversized_seen = oversized
         failed = dict(self.link.failed)
         if self.link.rejected:
             failed["rejected_by_broker"] = self.link.rejected

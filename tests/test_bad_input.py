@@ -54,6 +54,7 @@ BAD_INPUT: list[tuple[str, bytes, str]] = [
     ("order", encode(reading(T0 + 10, [20.0, 5.0, 100.0])), "duplicate_ts"),
     ("order", encode(reading(T0 + 5, [20.0, 5.0, 100.0])), "out_of_order"),
     ("", encode(GOOD), "bad_topic"),  # an empty device level
+    ("d" * 300, encode(GOOD), "bad_topic"),  # a device id too long for its alert topic
 ]
 
 
@@ -107,3 +108,14 @@ def test_one_future_timestamp_does_not_blind_a_device(
     assert {k: v for k, v in stats["dropped"].items() if v} == {"future_ts": 1}
     got = collector.wait_for(lambda ms: [m.json() for m in ms if m.topic == names.alert("pump")] or None)
     assert got[0]["top_channels"][0]["channel"] == "flow"
+
+
+def test_an_oversized_message_is_refused_before_it_is_queued() -> None:
+    inbox: queue.Queue[tuple[str, bytes]] = queue.Queue()
+    link = MqttLink(MqttConfig(), "edge-1", inbox, max_payload_bytes=10)
+    for payload in (b"x" * 10, b"x" * 11, b"x" * 2_000_000):
+        msg = mqtt.MQTTMessage(topic=b"sensors/d/data")
+        msg.payload = payload
+        link._on_message(link.client, None, msg)
+    assert [inbox.get_nowait()[1] for _ in range(inbox.qsize())] == [b"x" * 10]
+    assert link.oversized == 2
