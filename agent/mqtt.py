@@ -82,7 +82,7 @@ class MqttLink:
         # CONNECT properties exist in MQTT 5 only: paho refuses them (ValueError) under 3.1.1.
         properties = None
         if self.cfg.protocol == "5" and self.max_payload_bytes is not None:
-            properties = Properties(PacketTypes.CONNECT)
+            properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
             # The broker then drops larger messages itself instead of sending them to us.
             properties.MaximumPacketSize = self.max_payload_bytes + PACKET_OVERHEAD_BYTES
         self.client.connect_async(self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive, properties=properties)
