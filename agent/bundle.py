@@ -13,6 +13,7 @@ import math
 import shutil
 import tarfile
 import tempfile
+import zlib
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from enum import Enum
@@ -24,6 +25,8 @@ from edgevae.core.errors import BundleError
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
+# A debounce longer than this many windows is a corrupt manifest, not a decision rule (hours at stride 1).
+MAX_DEBOUNCE = 10_000
 
 
 class Precision(str, Enum):
@@ -130,14 +133,19 @@ class Manifest:
             problems.append(f"sample_period_s must be > 0, got {self.sample_period_s}")
         if self.precision not in PRECISIONS:
             problems.append(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
-        if not math.isfinite(self.threshold.value):
-            problems.append(
-                f"threshold.value must be a finite number, got {self.threshold.value} (was the bundle calibrated?)"
-            )
+        value = self.threshold.value
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            problems.append(f"threshold.value must be a finite number, got {value!r} (was the bundle calibrated?)")
+        elif self.score_kind == "mse" and value <= 0:
+            # A mean squared error is never negative: a threshold at or below 0 flags every window.
+            problems.append(f"threshold.value must be > 0 for an mse score, got {value}")
         if not 0 <= self.score_rows <= self.window:
             problems.append(f"score_rows must be between 0 and window ({self.window}), got {self.score_rows}")
-        if self.debounce.trigger < 1 or self.debounce.clear < 1:
-            problems.append("debounce.trigger and debounce.clear must be >= 1")
+        if not (1 <= self.debounce.trigger <= MAX_DEBOUNCE and 1 <= self.debounce.clear <= MAX_DEBOUNCE):
+            problems.append(
+                f"debounce.trigger and debounce.clear must be between 1 and {MAX_DEBOUNCE} windows, got "
+                f"{self.debounce.trigger} and {self.debounce.clear}"
+            )
         if self.model_file not in self.files:
             problems.append(f"model_file {self.model_file!r} is not listed in files")
         if problems:
@@ -146,10 +154,17 @@ class Manifest:
 
 @dataclass(frozen=True)
 class Bundle:
-    """A verified bundle on disk: every file listed in the manifest exists and matches its sha256."""
+    """A verified bundle on disk: every file listed in the manifest exists and matches its sha256.
+
+    A bundle opened from a .tar.gz lives in a temporary folder (`temporary`), removed by `close`."""
 
     root: Path
     manifest: Manifest
+    temporary: bool = False
+
+    def close(self) -> None:
+        if self.temporary:
+            shutil.rmtree(self.root, ignore_errors=True)
 
     @property
     def model_path(self) -> Path:
@@ -214,7 +229,8 @@ def _extract(archive: Path) -> Path:
                     msg = f"{archive}: unexpected archive member {member.name!r} (only flat files are allowed)"
                     raise BundleError(msg)
             tar.extractall(target, filter="data")
-    except (tarfile.TarError, OSError) as exc:
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
+        # EOFError and zlib.error: a truncated or corrupt gzip stream, e.g. a download cut short.
         shutil.rmtree(target, ignore_errors=True)
         msg = f"{archive}: not a readable bundle archive: {exc}"
         raise BundleError(msg) from exc
@@ -230,7 +246,18 @@ def load_bundle(path: str | Path) -> Bundle:
     if not path.exists():
         msg = f"bundle {path} does not exist (expected a folder with {MANIFEST_NAME} or a .tar.gz of one)"
         raise BundleError(msg)
-    root = _extract(path) if path.is_file() else path
+    if not path.is_file():
+        return _verify(path, path)
+    root = _extract(path)
+    try:
+        bundle = _verify(path, root)
+    except BaseException:
+        shutil.rmtree(root, ignore_errors=True)
+        raise
+    return Bundle(root, bundle.manifest, temporary=True)
+
+
+def _verify(path: Path, root: Path) -> Bundle:
     manifest_path = root / MANIFEST_NAME
     try:
         data = json.loads(manifest_path.read_text())

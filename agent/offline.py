@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import logging
 from collections import Counter
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -79,7 +80,11 @@ def score_table(
 
     Rows the agent would drop (repeated or backwards timestamps) are not scored and are counted in `dropped`.
     """
-    bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
+    if not isinstance(bundle, Bundle):
+        with closing(load_bundle(bundle)) as opened:
+            return score_table(
+                opened, table, backend_key, backend_options, debounce, max_batch, max_gap_periods, dropped
+            )
     manifest = bundle.manifest
     values = table.values[:, channel_columns(table, manifest.channels)]
     dropped = Counter() if dropped is None else dropped
@@ -137,7 +142,11 @@ def write_scores(rows: list[ScoreRow], channels: tuple[str, ...], path: str | Pa
 def score_csv(
     bundle_path: str | Path, input_csv: str | Path, out_csv: str | Path, backend_key: str = "onnxruntime-cpu"
 ) -> ScoreSummary:
-    bundle = load_bundle(bundle_path)
+    with closing(load_bundle(bundle_path)) as bundle:
+        return _score_csv(bundle, input_csv, out_csv, backend_key)
+
+
+def _score_csv(bundle: Bundle, input_csv: str | Path, out_csv: str | Path, backend_key: str) -> ScoreSummary:
     table = read_table(input_csv)
     dropped: Counter[str] = Counter()
     rows = score_table(bundle, table, backend_key, dropped=dropped)

@@ -20,7 +20,7 @@ from edgevae.agent.notify import Notifier
 from edgevae.agent.readings import DeviceTopics, DropReason, OrderGuard, ReadingParser
 from edgevae.agent.stats import DropLog, RateMeter, StatsReport
 from edgevae.core.decision import Debounce
-from edgevae.core.errors import ModelLoadError
+from edgevae.core.errors import BackendError, ModelLoadError
 
 logger = logging.getLogger(__name__)
 # Device ids longer than this are refused, so that every alert topic stays far inside MQTT's limits.
@@ -40,7 +40,11 @@ def warm_up(backend: Backend, manifest: Manifest) -> None:
     window and channels before the agent says it is ready.
     """
     channels = len(manifest.channels)
-    out = backend.run(np.zeros((1, manifest.window, channels), dtype=np.float32))
+    try:
+        out = backend.run(np.zeros((1, manifest.window, channels), dtype=np.float32))
+    except BackendError as exc:
+        msg = f"the model does not take the manifest's windows of {manifest.window} x {channels} channels: {exc}"
+        raise ModelLoadError(msg) from exc
     if out.score.shape != (1,) or out.channel_error.shape != (1, channels):
         msg = (
             f"model outputs score {out.score.shape} and channel_error {out.channel_error.shape} for one window; "
@@ -55,10 +59,14 @@ class Service:
         self.config = config
         self.agent_id = config.agent_id
         self.notifier = notifier or Notifier()
-        bundle = load_bundle(config.model.bundle)
+        self.bundle = bundle = load_bundle(config.model.bundle)
         self.manifest = manifest = bundle.manifest
-        self.backend = create_backend(bundle.model_path, config.model.backend_key, config.model.backend)
-        warm_up(self.backend, manifest)
+        try:
+            self.backend = create_backend(bundle.model_path, config.model.backend_key, config.model.backend)
+            warm_up(self.backend, manifest)
+        except BaseException:
+            bundle.close()
+            raise
         det = config.detection
         debounce = Debounce(det.trigger or manifest.debounce.trigger, det.clear or manifest.debounce.clear)
         self.detector = Detector(manifest, self.backend, debounce, det.max_batch, det.max_gap_periods)
@@ -120,6 +128,7 @@ class Service:
                 self.notifier.stopping()
             self.link.stop()
             self.backend.close()
+            self.bundle.close()
             self.notifier.close()
 
     def _drain(self, timeout: float) -> None:
