@@ -5,7 +5,9 @@ from __future__ import annotations
 import logging
 import queue
 import socket
+import sys
 import threading
+import time
 from collections import Counter
 from typing import Any
 
@@ -21,6 +23,7 @@ logger = logging.getLogger(__name__)
 # A PUBLISH packet is its payload plus a fixed header, the topic and (MQTT 5) properties; the agent's device
 # ids and topics are bounded well inside this.
 PACKET_OVERHEAD_BYTES = 4096
+FAILURE_LOG_INTERVAL_S = 60.0
 
 ONLINE, OFFLINE, STOPPED = b"online", b"offline", b"stopped"
 # paho keeps unacknowledged QoS 1 messages in memory; past 65,535 it stalls and loses them, so cap well below.
@@ -51,6 +54,11 @@ class MqttLink:
         self.cfg = cfg
         self.max_payload_bytes = max_payload_bytes
         self.oversized = 0  # messages refused before queueing (network thread only)
+        # Why the link is down, for the log, the systemd status line and the stats (network thread writes).
+        self.last_error = ""
+        self.connect_failures = 0
+        self._failures_logged = 0
+        self._next_failure_log = 0.0
         self.agent_id = agent_id
         self.inbox = inbox
         self.status_topic = status_topic(cfg.topic_prefix, agent_id)
@@ -69,7 +77,9 @@ class MqttLink:
             client.tls_set(ca_certs=cfg.tls.ca or None, certfile=cfg.tls.cert or None, keyfile=cfg.tls.key or None)
         client.reconnect_delay_set(min_delay=1, max_delay=cfg.reconnect_max_s)
         client.max_queued_messages_set(MAX_OUTSTANDING)
+        client.enable_logger(logging.getLogger("paho"))  # paho's own messages, at --log-level debug
         client.on_connect = self._on_connect
+        client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
         client.on_subscribe = self._on_subscribe
         client.on_publish = self._on_publish
@@ -120,7 +130,8 @@ class MqttLink:
 
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
         if reason_code.is_failure:
-            logger.error("broker %s refused the connection: %s", self.cfg.broker, reason_code)
+            self.last_error = f"refused by the broker: {reason_code}"
+            self._connect_failed()
             return
         sock = client.socket()
         try:
@@ -132,12 +143,38 @@ class MqttLink:
         client.subscribe([(topic, int(self.cfg.qos)) for topic in self.cfg.topics])
         client.publish(self.status_topic, ONLINE, qos=1, retain=True)
         self.connected.set()
+        self.last_error = ""
         logger.info("connected to %s; subscribed to %s", self.cfg.broker, ", ".join(self.cfg.topics))
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
         self.connected.clear()
         if not self._stopping:
+            self.last_error = f"disconnected: {reason_code}"
             logger.warning("disconnected from %s (%s); reconnecting", self.cfg.broker, reason_code)
+
+    def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
+        # paho calls this inside its `except OSError`, so the exception at hand is the cause: refused, DNS,
+        # TLS (certificate, hostname), timeout.
+        exc = sys.exc_info()[1]
+        self.last_error = f"{type(exc).__name__}: {exc}" if exc is not None else "connection failed"
+        self._connect_failed()
+
+    def _connect_failed(self) -> None:
+        """Count a failed attempt; log the first, then at most one line a minute with the count since."""
+        self.connect_failures += 1
+        now = time.monotonic()
+        if now < self._next_failure_log:
+            return
+        since = self.connect_failures - self._failures_logged
+        self._failures_logged = self.connect_failures
+        self._next_failure_log = now + FAILURE_LOG_INTERVAL_S
+        logger.error(
+            "cannot connect to %s: %s (%d failed attempts; retrying every %d s at most)",
+            self.cfg.broker,
+            self.last_error,
+            since,
+            self.cfg.reconnect_max_s,
+        )
 
     def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reason_codes: Any, properties: Any) -> None:
         for topic, code in zip(self.cfg.topics, reason_codes, strict=False):

@@ -105,6 +105,7 @@ class Service:
         watchdog_s = self.notifier.watchdog_s
         tick = min(MAX_TICK_S, self.config.stats.interval_s, watchdog_s or MAX_TICK_S)
         self.link.start()
+        self._status_link = self._link_state()
         self.notifier.ready(f"scoring {self.manifest.model_id} {self.manifest.model_version}")
         last_ping = next_stats = time.monotonic()
         try:
@@ -120,6 +121,8 @@ class Service:
                 if now >= next_stats:
                     self._publish_stats(prefix)
                     next_stats = now + self.config.stats.interval_s
+                elif self._link_state() != self._status_link:
+                    self._report_status()  # a connection that came or went shows at once, not at the next stats
         finally:
             logger.info("stopping")
             if reloading is not None and reloading.is_set():
@@ -238,8 +241,19 @@ class Service:
     def _publish_stats(self, prefix: str) -> None:
         report = self.report()
         self.link.publish(f"{prefix}/{self.agent_id}/stats", report.to_json(), kind="stats", qos=1, retain=True)
+        self._report_status(report)
+
+    def _link_state(self) -> str:
+        if self.link.connected.is_set():
+            return f"connected to {self.config.mqtt.broker}"
+        return f"NOT CONNECTED to {self.config.mqtt.broker} ({self.link.last_error or 'connecting'})"
+
+    def _report_status(self, report: StatsReport | None = None) -> None:
+        """The systemd status line (`systemctl status`): the link first, then what the agent is doing."""
+        report = report or self.report()
+        self._status_link = self._link_state()
         self.notifier.status(
-            f"{self.manifest.model_id} {self.manifest.model_version}: {report.devices} devices, "
-            f"{report.windows_scored} windows scored, {report.readings_per_s:.0f} readings/s, "
+            f"{self._status_link}; {self.manifest.model_id} {self.manifest.model_version}: {report.devices} "
+            f"devices, {report.windows_scored} windows scored, {report.readings_per_s:.0f} readings/s, "
             f"{report.alerts_open} alerts open"
         )

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import queue
 import signal
 import socket
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,10 +26,12 @@ from agent_fixtures import (
     windows_for,
 )
 
+from edgevae.agent.config import MqttConfig
+from edgevae.agent.mqtt import MqttLink
 from edgevae.agent.offline import score_table
 from edgevae.agent.replay import replay
 from edgevae.agent.table import read_table
-from edgevae.demo.broker import Broker
+from edgevae.demo.broker import Broker, free_port
 
 ROWS = 120
 
@@ -195,3 +199,41 @@ def test_sighup_reloads_in_place(
     assert "received SIGHUP" in log
     assert "reloading" in log
     assert "Traceback" not in log
+
+
+def test_a_broker_that_is_not_there_is_said_once_a_minute(
+    tmp_path: Path, broker: Broker, bundle: Path, names: Names
+) -> None:
+    """Nothing listening used to log `connecting to ...` and then nothing at any level; now the cause is
+    logged on the first failure and again at most once a minute, with the count."""
+    doc = agent_document(broker, bundle, names, mqtt={"broker": f"mqtt://127.0.0.1:{free_port()}"})
+    config = tmp_path / "agent.toml"
+    config.write_text(to_toml(doc))
+    log = config.with_suffix(".log")
+    with agent_process(config) as proc:
+        deadline = time.monotonic() + 20
+        while "cannot connect" not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(3)  # paho retries every second or so meanwhile
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0
+    text = log.read_text()
+    lines = [line for line in text.splitlines() if "cannot connect" in line]
+    assert len(lines) == 1, text
+    assert "ConnectionRefusedError" in lines[0]
+    assert "Traceback" not in text
+
+
+def test_the_link_records_why_it_is_down(broker: Broker) -> None:
+    inbox: queue.Queue[tuple[str, bytes]] = queue.Queue()
+    link = MqttLink(MqttConfig(broker=f"mqtt://127.0.0.1:{free_port()}"), "edge-1", inbox)
+    link.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not link.connect_failures and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert link.connect_failures >= 1
+        assert link.last_error.startswith("ConnectionRefusedError")
+        assert not link.connected.is_set()
+    finally:
+        link.stop()
