@@ -69,7 +69,7 @@ class MqttConfig(Table):
         default="5", description='MQTT version: "5", or "3.1.1" for a broker that speaks only that'
     )
     client_id: str = Field(
-        default="", description="MQTT client id and agent id in output topics; empty: edgevae-<hostname>"
+        default="", description="MQTT client id and agent id in output topics; empty: edgevae-<hostname>-<machine id>"
     )
     username: str = Field(default="", description="user name for broker authentication")
     password_file: str = Field(default="", description="file holding the broker password")
@@ -275,8 +275,25 @@ class Config(Table):
         return self.mqtt.client_id or default_client_id()
 
 
-def default_client_id() -> str:
-    return "edgevae-" + "".join(c if c not in _TOPIC_CHARS else "_" for c in socket.gethostname())
+MACHINE_ID = Path("/etc/machine-id")
+
+
+def default_client_id(hostname: str | None = None, machine_id_file: Path = MACHINE_ID) -> str:
+    """`edgevae-<hostname>-<first 8 hex of /etc/machine-id>`, or without the suffix where there is none.
+
+    The broker drops a connection when another client connects with its id, so two hosts cloned from one
+    image and left with one hostname would take turns throwing each other off. The machine id is the host's
+    identity (systemd gives every clone a new one when the image ships an empty /etc/machine-id).
+
+    >>> default_client_id("pump/7", Path("/nonexistent"))
+    'edgevae-pump_7'
+    """
+    name = "".join(c if c not in _TOPIC_CHARS else "_" for c in (hostname or socket.gethostname()))
+    try:
+        machine = machine_id_file.read_text().strip()[:8]
+    except OSError:
+        machine = ""
+    return f"edgevae-{name}-{machine}" if machine.isalnum() else f"edgevae-{name}"
 
 
 # --- small helpers ----------------------------------------------------------------------------------------

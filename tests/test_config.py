@@ -275,3 +275,15 @@ def test_every_registered_backend_has_its_options_in_the_config_union() -> None:
     tags = {option.model_fields["type"].default for option in get_args(get_args(BackendConfig)[0])}
     assert tags == set(REGISTRY)
     assert all(spec.options.model_fields["type"].default == key for key, spec in REGISTRY.items())
+
+
+def test_the_default_client_id_tells_cloned_hosts_apart(tmp_path: Path) -> None:
+    """Two hosts cloned with one hostname used to share a client id and throw each other off the broker."""
+    from edgevae.agent.config import default_client_id
+
+    ids = []
+    for machine in ("3d1219c7aa0b4f", "77e0c2b1ffee01"):
+        (tmp_path / machine).write_text(machine + "\n")
+        ids.append(default_client_id("pump", tmp_path / machine))
+    assert ids == ["edgevae-pump-3d1219c7", "edgevae-pump-77e0c2b1"]
+    assert default_client_id("pump", tmp_path / "missing") == "edgevae-pump"
