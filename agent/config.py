@@ -239,6 +239,11 @@ class LimitsConfig(Table):
         default=1000, ge=1, description="batched messages with more readings are dropped"
     )
     max_devices: int = Field(default=1000, ge=1, description="readings from further devices are dropped")
+    device_idle_s: float = Field(
+        default=3600.0,
+        ge=0,
+        description="a device silent this long is forgotten and frees its slot (not while an alert is open); 0: never",
+    )
     queue_size: int = Field(default=10000, ge=1, description="messages held between the network thread and scoring")
 
 

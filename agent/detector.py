@@ -101,6 +101,16 @@ class Detector:
     def open_alerts(self) -> int:
         return sum(d.debounce.is_open for d in self._devices.values())
 
+    def forget(self, device: str) -> bool:
+        """Free a device's state, unless it has an open alert or windows waiting to be scored (then False)."""
+        state = self._devices.get(device)
+        if state is None:
+            return True
+        if state.debounce.is_open or any(p.device == device for p in self._pending):
+            return False
+        del self._devices[device]
+        return True
+
     def push(self, device: str, ts: float, values: np.ndarray) -> bool:
         """Add one reading (values in the manifest's channel order); True when it makes a window due."""
         state = self._devices.get(device)

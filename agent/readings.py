@@ -194,6 +194,7 @@ class OrderGuard:
         max_future_s: float | None = None,
         reanchor_after: int = 30,
         clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.max_devices = max_devices
         self.max_future_s = max_future_s
@@ -202,6 +203,8 @@ class OrderGuard:
         self.reanchored = 0
         self._last: dict[str, float] = {}
         self._backwards: dict[str, int] = {}
+        self.monotonic = monotonic
+        self._seen: dict[str, float] = {}  # monotonic time of each device's last accepted reading
 
     @property
     def devices(self) -> int:
@@ -232,4 +235,16 @@ class OrderGuard:
             )
         self._backwards.pop(device, None)
         self._last[device] = ts
+        self._seen[device] = self.monotonic()
         return None
+
+    def idle(self, idle_s: float) -> list[str]:
+        """Devices with no accepted reading for more than `idle_s` seconds."""
+        cutoff = self.monotonic() - idle_s
+        return [device for device, seen in self._seen.items() if seen < cutoff]
+
+    def forget(self, device: str) -> None:
+        """Free the device's slot; a reading from it later starts it afresh."""
+        self._last.pop(device, None)
+        self._backwards.pop(device, None)
+        self._seen.pop(device, None)

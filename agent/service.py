@@ -86,6 +86,8 @@ class Service:
             config.mqtt, self.agent_id, self.inbox, read_password(config.mqtt), limits.max_payload_bytes
         )
         self._oversized_seen = 0
+        self._next_eviction = 0.0
+        self.evicted = 0
         self.readings = 0
         self.alerts = 0
         self.scoring_errors = 0
@@ -112,6 +114,7 @@ class Service:
             while not stop.is_set():
                 self._drain(tick)
                 healthy = self._score(prefix)
+                self._evict_idle()
                 now = time.monotonic()
                 # The watchdog hears from this loop only, and only after a pass that scored (or had nothing
                 # to score): a wedged or persistently failing backend stops the pings and systemd restarts us.
@@ -133,6 +136,21 @@ class Service:
             self.backend.close()
             self.bundle.close()
             self.notifier.close()
+
+    def _evict_idle(self) -> None:
+        """Forget devices silent for `limits.device_idle_s`, so that slots taken by ids that never come back
+        (a misconfigured sensor, junk topics) are freed for real devices; checked at most once a second."""
+        idle_s = self.config.limits.device_idle_s
+        now = time.monotonic()
+        if not idle_s or now < self._next_eviction:
+            return
+        self._next_eviction = now + 1.0
+        evicted = [d for d in self.guard.idle(idle_s) if self.detector.forget(d)]
+        for device in evicted:
+            self.guard.forget(device)
+        if evicted:
+            self.evicted += len(evicted)
+            logger.info("forgot %d devices silent for %.0f s (%s)", len(evicted), idle_s, ", ".join(evicted[:5]))
 
     def _drain(self, timeout: float) -> None:
         """Handle what has arrived (waiting up to `timeout` for the first message), until the queue is empty

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import queue
+import time
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -119,3 +120,22 @@ def test_an_oversized_message_is_refused_before_it_is_queued() -> None:
         link._on_message(link.client, None, msg)
     assert [inbox.get_nowait()[1] for _ in range(inbox.qsize())] == [b"x" * 10]
     assert link.oversized == 2
+
+
+def test_idle_devices_free_their_slots(
+    run_agent: Callable[..., Any], collector: Collector, names: Names, publisher: Publisher
+) -> None:
+    """Slots taken by device ids that never come back used to be held forever: after 100,000 junk ids a real
+    new device got none of its readings scored."""
+    run_agent(limits={"max_devices": 2, "device_idle_s": 1.0})
+    collector.wait_payload(names.status, b"online")
+    for junk in ("junk-1", "junk-2"):
+        publisher.send(names.data(junk), encode(GOOD))
+    collector.latest_json(names.stats, lambda s: s["devices"] == 2)
+    rows = 120
+    publisher.send(names.data("pump"), batched_payloads(stream(rows, fault=("flow", 40, 70)), per_message=4))
+    collector.latest_json(names.stats, lambda s: s["dropped"]["too_many_devices"] > 0)  # no slot yet
+    time.sleep(1.5)  # the junk ids fall silent past device_idle_s and are forgotten
+    publisher.send(names.data("pump"), batched_payloads(stream(rows, fault=("flow", 40, 70)), start=T0 + 1000))
+    got = collector.wait_for(lambda ms: [m.json() for m in ms if m.topic == names.alert("pump")] or None)
+    assert got[0]["top_channels"][0]["channel"] == "flow"

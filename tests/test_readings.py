@@ -258,3 +258,17 @@ def test_timestamp_units(unit: str, ts: float, seconds: float) -> None:
         json.dumps({"ts": ts, "values": {"a": 1, "b": 2}}).encode()
     )
     assert [r.ts for r in parsed.readings] == [pytest.approx(seconds)]
+
+
+def test_idle_devices_are_found_and_forgotten() -> None:
+    mono = FakeClock(0.0)
+    guard = OrderGuard(max_devices=2, monotonic=mono)
+    assert guard.check("a", 1.0) is None
+    mono.now = 50.0
+    assert guard.check("b", 1.0) is None
+    assert guard.check("c", 1.0) == DropReason.TOO_MANY_DEVICES  # both slots taken
+    mono.now = 100.0
+    assert guard.idle(60.0) == ["a"]
+    guard.forget("a")
+    assert guard.check("c", 1.0) is None  # the freed slot goes to a new device
+    assert guard.check("a", 0.5) == DropReason.TOO_MANY_DEVICES  # "a" starts afresh, with no slot left
