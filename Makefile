@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast setup broker lint check clean
+.PHONY: seccomp demo test test-fast setup broker lint check clean
 
 setup: $(STAMP)
 
@@ -25,14 +25,20 @@ broker:
 		echo "installing mosquitto"; \
 		$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto; }
 
+# The tests run the agent under its unit's syscall filter with libseccomp (Debian's python3-seccomp).
+seccomp:
+	@/usr/bin/python3 -c "import seccomp" 2>/dev/null || { \
+		echo "installing python3-seccomp"; \
+		$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-seccomp; }
+
 demo: setup broker
 	$(VENV)/bin/edgevae demo $(ARGS)
 
-test: setup broker
+test: setup broker seccomp
 	$(PY) -m pytest $(ARGS)
 
 # The tests that neither train, export nor run a protocol: under a minute on two cores.
-test-fast: setup broker
+test-fast: setup broker seccomp
 	$(PY) -m pytest -m "not slow" $(ARGS)
 
 LAYERS := core agent training export evaluation cli demo
