@@ -188,11 +188,9 @@ def _write_model(
         compression = compress(fp32_path, shipped, precision, run.train_sample, int8)
         set_metadata(shipped, {**metadata, "edgevae.precision": precision.value})
         # The threshold is calibrated on the scores of the model that ships, through the agent's backend.
-        threshold = _calibrate(shipped, run, rule)
-        fp32_threshold = _calibrate(fp32_path, run, rule)
+        threshold, calibration_scores = _calibrate(shipped, run, rule)
+        fp32_threshold, fp32_scores = _calibrate(fp32_path, run, rule)
         shipped_scores = parity.onnx_scores(shipped, run.holdout).score
-        calibration_scores = parity.onnx_scores(shipped, rule.windows).score
-        fp32_scores = parity.onnx_scores(fp32_path, rule.windows).score
         fidelity = parity.compare(
             fp32_scores, calibration_scores, fp32_threshold.value, threshold.value, graph.score_kind
         )
@@ -214,10 +212,11 @@ def _write_model(
     return _Written(threshold, info, shipped_scores)
 
 
-def _calibrate(model: Path, run: Run, rule: _Rule) -> Threshold:
+def _calibrate(model: Path, run: Run, rule: _Rule) -> tuple[Threshold, np.ndarray]:
+    """The threshold `model` gets on the rule's windows, and its scores of them (for the fidelity figures)."""
     scores = parity.onnx_scores(model, rule.windows).score
     training = parity.onnx_scores(model, run.train_sample).score if needs_training_scores(rule.method) else None
-    return calibrate(scores, rule.method, training, **rule.params)
+    return calibrate(scores, rule.method, training, **rule.params), scores
 
 
 def _manifest(
