@@ -88,11 +88,20 @@ def configure_logging(level: str) -> None:
 
 
 def check(config: Config) -> list[BadValue]:
+    problems = []
     try:
-        load_bundle(config.model.bundle)
+        load_bundle(config.model.bundle).close()
     except BundleError as exc:
-        return [BadValue("model.bundle", config.model.bundle, str(exc))]
-    return []
+        problems.append(BadValue("model.bundle", config.model.bundle, str(exc)))
+    state = config.state.path
+    try:
+        state.mkdir(parents=True, exist_ok=True, mode=0o700)
+        writable = os.access(state, os.W_OK | os.X_OK)
+    except OSError:
+        writable = False
+    if not writable:
+        problems.append(BadValue("state.directory", str(state), "a directory the agent can create and write"))
+    return problems
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -129,6 +138,9 @@ def run(config: Config) -> int:
     except (BundleError, ModelLoadError) as exc:
         logger.error("cannot load the model: %s", exc)
         return EXIT_MODEL
+    except ConfigError as exc:  # the state directory cannot be used
+        logger.error("%s", exc.describe())
+        return EXIT_CONFIG
     stop, reload = threading.Event(), threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:

@@ -27,7 +27,7 @@ class ChannelShare:
 
 @dataclass(frozen=True)
 class Alert:
-    """Published QoS 1 on `<prefix>/<device>/alert`. `ended` and `duration_s` appear only on `end`."""
+    """Published QoS 1 on `<prefix>/<device>/alert`. `ended`, `duration_s` and `reason` appear only on `end`."""
 
     type: Literal["alert", "end"]
     id: str  # the same on an alert and its end
@@ -44,6 +44,7 @@ class Alert:
     model_version: str
     ended: float | None = None
     duration_s: float | None = None
+    reason: str | None = None  # why it ended: cleared, or model_changed (restarted with another model)
     schema: int = SCHEMA
 
     def to_json(self) -> bytes:
@@ -51,7 +52,7 @@ class Alert:
         data = {"schema": fields.pop("schema"), **fields}
         data["top_channels"] = [asdict(c) for c in self.top_channels]
         data["model"] = {"id": data.pop("model_id"), "version": data.pop("model_version")}
-        for key in ("ended", "duration_s"):
+        for key in ("ended", "duration_s", "reason"):
             if data[key] is None:
                 del data[key]
         return json.dumps(data, separators=(",", ":"), allow_nan=False).encode()
@@ -92,6 +93,7 @@ def from_event(event: AlertEvent, manifest: Manifest, agent: str) -> Alert:
         model_version=manifest.model_version,
         ended=window.end_ts if ending else None,
         duration_s=window.end_ts - event.started_ts if ending else None,
+        reason=event.reason if ending else None,
     )
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
+import sys
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -26,6 +28,11 @@ class WindowResult:
     alert_open: bool  # the debounced decision after this window
 
 
+# Why an alert ended: its device's windows went back below the threshold (`cleared`), or the agent restarted
+# with another model, under which the alert cannot continue (`model_changed`).
+EndReason = Literal["cleared", "model_changed"]
+
+
 @dataclass(frozen=True)
 class AlertEvent:
     """An alert opened (`alert`) or ended (`end`) on `window`."""
@@ -35,12 +42,44 @@ class AlertEvent:
     window: WindowResult
     started_ts: float  # end of the first anomalous window of the run that opened the alert
     peak: WindowResult  # highest-scoring window since started_ts
+    reason: EndReason | None = None  # set on `end`
+
+
+@dataclass(frozen=True)
+class OpenAlert:
+    """What an open alert needs to continue after a restart: kept in the state database."""
+
+    device: str
+    started_ts: float
+    peak: WindowResult
+
+    def to_record(self) -> dict[str, Any]:
+        p = self.peak
+        peak = {"index": p.index, "start_ts": p.start_ts, "end_ts": p.end_ts, "score": p.score}
+        # JSON has no NaN or infinity: a score that overflowed is kept as the largest float, as alerts show it.
+        peak["score"] = p.score if math.isfinite(p.score) else sys.float_info.max
+        error = np.nan_to_num(p.channel_error.astype(np.float32), posinf=np.finfo(np.float32).max)
+        peak["channel_error"] = error.astype(np.float64).tolist()
+        return {"device": self.device, "started_ts": self.started_ts, "peak": peak}
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> OpenAlert:
+        """Raises KeyError, TypeError or ValueError on a record this code did not write."""
+        p = record["peak"]
+        error = np.asarray(p["channel_error"], dtype=np.float32)
+        peak = WindowResult(
+            str(record["device"]), int(p["index"]), float(p["start_ts"]), float(p["end_ts"]), float(p["score"]),
+            error, anomalous=True, alert_open=True,
+        )  # fmt: skip
+        return cls(str(record["device"]), float(record["started_ts"]), peak)
 
 
 @dataclass
 class StepResult:
     windows: list[WindowResult] = field(default_factory=list)
     events: list[AlertEvent] = field(default_factory=list)
+    # Devices whose open alert began, ended or reached a new peak: their `open_alert` changed.
+    changed: set[str] = field(default_factory=set)
 
 
 @dataclass
@@ -111,6 +150,21 @@ class Detector:
         del self._devices[device]
         return True
 
+    def open_alert(self, device: str) -> OpenAlert | None:
+        state = self._devices.get(device)
+        if state is None or not state.debounce.is_open or state.run_start is None or state.peak is None:
+            return None
+        return OpenAlert(device, state.run_start, state.peak)
+
+    def resume(self, alert: OpenAlert) -> None:
+        """Continue an alert that was open when the agent stopped: the device starts with an empty window, and
+        the alert ends (under its id) only after `clear` normal windows, as if the agent had never stopped."""
+        state = self._devices.get(alert.device)
+        if state is None:
+            state = self._devices[alert.device] = _DeviceState(self.manifest, self.debounce)
+        state.debounce.resume_open()
+        state.run_start, state.peak = alert.started_ts, alert.peak
+
     def push(self, device: str, ts: float, values: np.ndarray) -> bool:
         """Add one reading (values in the manifest's channel order); True when it makes a window due."""
         state = self._devices.get(device)
@@ -174,8 +228,12 @@ class Detector:
             return
         if state.peak is None or score > state.peak.score:
             state.peak = window
+            if state.debounce.is_open:
+                result.changed.add(item.device)
         if transition is Transition.OPEN:
             result.events.append(AlertEvent("alert", item.device, window, state.run_start, state.peak))
+            result.changed.add(item.device)
         elif transition is Transition.CLOSE:
-            result.events.append(AlertEvent("end", item.device, window, state.run_start, state.peak))
+            result.events.append(AlertEvent("end", item.device, window, state.run_start, state.peak, "cleared"))
+            result.changed.add(item.device)
             state.run_start, state.peak = None, None

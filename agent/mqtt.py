@@ -68,8 +68,18 @@ class MqttLink:
         self.published: Counter[str] = Counter()
         self.deferred: Counter[str] = Counter()  # QoS 1 while disconnected: kept in memory, sent on reconnect
         self.failed: Counter[str] = Counter()
+        # (mid, failure reason or None) of every acknowledged QoS 1 publish, for the outbox (network thread puts).
+        self._acks: queue.SimpleQueue[tuple[int, str | None]] = queue.SimpleQueue()
+        self.session_present = False
         self._stopping = False
-        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=agent_id, protocol=PROTOCOLS[cfg.protocol])
+        persistent = cfg.session_expiry_s > 0
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=agent_id,
+            protocol=PROTOCOLS[cfg.protocol],
+            # MQTT 3.1.1 has the flag on the client; MQTT 5 has clean_start on connect (paho refuses this there).
+            clean_session=None if cfg.protocol == "5" else not persistent,
+        )
         client.will_set(self.status_topic, OFFLINE, qos=1, retain=True)
         if cfg.username:
             client.username_pw_set(cfg.username, password)
@@ -91,12 +101,48 @@ class MqttLink:
         logger.info("connecting to %s as %s (MQTT %s)", self.cfg.broker, self.agent_id, self.cfg.protocol)
         # CONNECT properties exist in MQTT 5 only: paho refuses them (ValueError) under 3.1.1.
         properties = None
-        if self.cfg.protocol == "5" and self.max_payload_bytes is not None:
+        clean_start: bool | int = mqtt.MQTT_CLEAN_START_FIRST_ONLY
+        if self.cfg.protocol == "5":
             properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-            # The broker then drops larger messages itself instead of sending them to us.
-            properties.MaximumPacketSize = self.max_payload_bytes + PACKET_OVERHEAD_BYTES
-        self.client.connect_async(self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive, properties=properties)
+            if self.max_payload_bytes is not None:
+                # The broker then drops larger messages itself instead of sending them to us.
+                properties.MaximumPacketSize = self.max_payload_bytes + PACKET_OVERHEAD_BYTES
+            # A persistent session: the broker keeps the subscriptions and queues QoS 1 readings while the
+            # agent reconnects or restarts, for up to session_expiry_s; clean_start off resumes it, even on
+            # the first connect of a restarted agent.
+            expiry = self.cfg.session_expiry_s
+            clean_start = expiry == 0
+            if expiry:
+                properties.SessionExpiryInterval = expiry
+        self.client.connect_async(
+            self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive, clean_start=clean_start, properties=properties
+        )
         self.client.loop_start()
+
+    def is_connected(self) -> bool:
+        return self.connected.is_set()
+
+    def publish_tracked(self, topic: str, payload: bytes, *, kind: str) -> int | None:
+        """Publish QoS 1 and return its message id, whose acknowledgement `take_acks` reports; None when the
+        client's own queue is full (try again later). Raises ValueError for a message that can never be sent."""
+        try:
+            info = self.client.publish(topic, payload, qos=1)
+        except ValueError:
+            self.failed[kind] += 1
+            raise
+        if info.rc in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
+            # NO_CONN: the link went down since the caller looked; paho holds it and sends it on reconnect.
+            self.published[kind] += 1
+            return info.mid
+        return None
+
+    def take_acks(self) -> list[tuple[int, str | None]]:
+        acks = []
+        while True:
+            try:
+                acks.append(self._acks.get_nowait())
+            except queue.Empty:
+                return acks
 
     def publish(self, topic: str, payload: bytes, *, kind: str, qos: int = 1, retain: bool = False) -> bool:
         """Publish, counting the outcome under `kind`. True if sent or held for the reconnect."""
@@ -139,12 +185,15 @@ class MqttLink:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # type: ignore[union-attr]
         except (AttributeError, OSError) as exc:
             logger.debug("TCP_NODELAY not set: %s", exc)
-        # Subscribing here renews the subscriptions after every reconnect (clean sessions keep none).
+        self.session_present = bool(getattr(flags, "session_present", False))
+        # Subscribing here renews the subscriptions after every reconnect (a clean or expired session has none;
+        # a resumed one keeps them, and subscribing again changes nothing).
         client.subscribe([(topic, int(self.cfg.qos)) for topic in self.cfg.topics])
         client.publish(self.status_topic, ONLINE, qos=1, retain=True)
         self.connected.set()
         self.last_error = ""
-        logger.info("connected to %s; subscribed to %s", self.cfg.broker, ", ".join(self.cfg.topics))
+        resumed = "resumed its session" if self.session_present else "new session"
+        logger.info("connected to %s (%s); subscribed to %s", self.cfg.broker, resumed, ", ".join(self.cfg.topics))
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
         self.connected.clear()
@@ -182,9 +231,11 @@ class MqttLink:
                 logger.error("broker refused the subscription to %s: %s", topic, code)
 
     def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason_code: Any, properties: Any) -> None:
-        if reason_code.is_failure:
+        failure = str(reason_code) if reason_code.is_failure else None
+        if failure:
             self.rejected += 1
             logger.warning("broker rejected a publish (mid %d): %s", mid, reason_code)
+        self._acks.put((mid, failure))
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         try:

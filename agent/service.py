@@ -9,15 +9,17 @@ import time
 
 import numpy as np
 
-from edgevae.agent import alerts
 from edgevae.agent.backends import Backend, create_backend
 from edgevae.agent.bundle import Manifest, load_bundle
 from edgevae.agent.config import Config
 from edgevae.agent.config_file import read_password
 from edgevae.agent.detector import Detector
+from edgevae.agent.journal import AlertJournal
 from edgevae.agent.mqtt import MqttLink
 from edgevae.agent.notify import Notifier
+from edgevae.agent.outbox import Outbox
 from edgevae.agent.readings import DeviceTopics, DropReason, OrderGuard, ReadingParser
+from edgevae.agent.state import StateStore
 from edgevae.agent.stats import DropLog, RateMeter, StatsReport
 from edgevae.core.decision import Debounce
 from edgevae.core.errors import BackendError, ModelLoadError
@@ -29,6 +31,8 @@ MAX_DEVICE_ID_BYTES = 256
 # Most messages handled between two scoring passes, which bounds the time between watchdog pings.
 MAX_DRAIN = 2000
 MAX_TICK_S = 0.5
+# At a clean stop, how long to wait for the broker to acknowledge the alerts in flight.
+SETTLE_S = 2.0
 
 
 def warm_up(backend: Backend, manifest: Manifest) -> None:
@@ -55,17 +59,24 @@ def warm_up(backend: Backend, manifest: Manifest) -> None:
 
 class Service:
     def __init__(self, config: Config, notifier: Notifier | None = None) -> None:
-        """Load, verify and warm up the model; raises BundleError or ModelLoadError. Does not connect yet."""
+        """Open the state directory, then load, verify and warm up the model; raises StateError (a ConfigError),
+        BundleError or ModelLoadError. Does not connect yet."""
         self.config = config
         self.agent_id = config.agent_id
         self.notifier = notifier or Notifier()
-        self.bundle = bundle = load_bundle(config.model.bundle)
+        self.store = StateStore(config.state.path, self.agent_id)
+        try:
+            self.bundle = bundle = load_bundle(config.model.bundle)
+        except BaseException:
+            self.store.close()
+            raise
         self.manifest = manifest = bundle.manifest
         try:
             self.backend = create_backend(bundle.model_path, config.model.backend_key, config.model.backend)
             warm_up(self.backend, manifest)
         except BaseException:
             bundle.close()
+            self.store.close()
             raise
         det = config.detection
         debounce = Debounce(det.trigger or manifest.debounce.trigger, det.clear or manifest.debounce.clear)
@@ -85,6 +96,9 @@ class Service:
         self.link = MqttLink(
             config.mqtt, self.agent_id, self.inbox, read_password(config.mqtt), limits.max_payload_bytes
         )
+        self.outbox = Outbox(self.store, self.link, config.state.outbox_max_bytes)
+        self.journal = AlertJournal(self.store, self.outbox, manifest, self.agent_id, config.mqtt.topic_prefix)
+        self.journal.resume(self.detector)
         self._oversized_seen = 0
         self._next_eviction = 0.0
         self.evicted = 0
@@ -113,7 +127,8 @@ class Service:
         try:
             while not stop.is_set():
                 self._drain(tick)
-                healthy = self._score(prefix)
+                healthy = self._score()
+                self.outbox.pump()
                 self._evict_idle()
                 now = time.monotonic()
                 # The watchdog hears from this loop only, and only after a pass that scored (or had nothing
@@ -132,9 +147,12 @@ class Service:
                 self.notifier.reloading()
             else:
                 self.notifier.stopping()
+            self._score()  # windows already due are decided; their alerts wait in the outbox if not sent now
+            self.outbox.settle(SETTLE_S)
             self.link.stop()
             self.backend.close()
             self.bundle.close()
+            self.store.close()
             self.notifier.close()
 
     def _evict_idle(self) -> None:
@@ -196,7 +214,7 @@ class Service:
             self.readings += 1
             self.detector.push(device, reading.ts, reading.values)
 
-    def _score(self, prefix: str) -> bool:
+    def _score(self) -> bool:
         if self.detector.pending == 0:
             return True
         try:
@@ -205,15 +223,13 @@ class Service:
             self.scoring_errors += 1
             logger.exception("scoring failed; the due windows are dropped")
             return False
-        for event in result.events:
-            alert = alerts.from_event(event, self.manifest, self.agent_id)
+        for alert in self.journal.record(result, self.detector):
             if alert.type == "alert":
                 self.alerts += 1
                 top = ", ".join(f"{c.channel} {c.share:.0%}" for c in alert.top_channels)
                 logger.warning("alert %s on %s: score %.4g (%s)", alert.id, alert.device, alert.score, top)
             else:
                 logger.warning("alert %s on %s ended after %.1f s", alert.id, alert.device, alert.duration_s or 0.0)
-            self.link.publish(f"{prefix}/{event.device}/alert", alert.to_json(), kind="alert", qos=1)
         return True
 
     def report(self) -> StatsReport:
@@ -254,6 +270,14 @@ class Service:
             published=dict(self.link.published),
             publish_deferred=dict(self.link.deferred),
             publish_failed=failed,
+            outbox={
+                "depth": self.outbox.depth,
+                "bytes": self.outbox.bytes,
+                "in_flight": self.outbox.in_flight,
+                "delivered": self.outbox.delivered,
+                "dropped": self.outbox.dropped,
+                "rejected": self.outbox.rejected,
+            },
         )
 
     def _publish_stats(self, prefix: str) -> None:

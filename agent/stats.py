@@ -64,6 +64,9 @@ class StatsReport:
     published: dict[str, int] = field(default_factory=dict)  # by kind: alert, stats, status
     publish_deferred: dict[str, int] = field(default_factory=dict)  # QoS 1 held while disconnected
     publish_failed: dict[str, int] = field(default_factory=dict)
+    # Alerts and ends on disk until the broker acknowledges them: depth, bytes, in_flight, delivered (since
+    # start), dropped (oldest deleted unsent when full), rejected (refused by the broker)
+    outbox: dict[str, int] = field(default_factory=dict)
     schema: int = SCHEMA
 
     def to_json(self) -> bytes:

@@ -79,6 +79,11 @@ class Debouncer:
         self.is_open = False
         self._run = 0  # windows in a row that argue for leaving the current state
 
+    def resume_open(self) -> None:
+        """Take up an alert that was open before a restart: open, with no normal windows counted yet."""
+        self.is_open = True
+        self._run = 0
+
     def update(self, anomalous: bool) -> Transition:
         if anomalous != self.is_open:
             self._run += 1

@@ -3,6 +3,7 @@ written by `edgevae train`, and agents to test."""
 
 from __future__ import annotations
 
+import os
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -35,6 +36,22 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if unmarked:
         msg = f"these tests use trained_run but are not marked slow: {', '.join(unmarked)}"
         raise pytest.UsageError(msg)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def state_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Agents started by the tests (in this process or as children) keep their outbox under a temporary
+    $XDG_STATE_HOME, one database per agent id, never in the user's home."""
+    home = tmp_path_factory.mktemp("state")
+    saved = {key: os.environ.get(key) for key in ("XDG_STATE_HOME", "STATE_DIRECTORY")}
+    os.environ["XDG_STATE_HOME"] = str(home)
+    os.environ.pop("STATE_DIRECTORY", None)
+    yield home
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
 
 
 @pytest.fixture(scope="session")

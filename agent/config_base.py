@@ -1,0 +1,59 @@
+"""What every table of the agent's config shares: strict pydantic models, problems reported by key path,
+and the limits MQTT puts on strings."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+CREDENTIALS_ENV = "CREDENTIALS_DIRECTORY"
+TOPIC_CHARS = frozenset("+#/")
+MQTT_STRING_BYTES = 65535  # the longest UTF-8 string MQTT carries: a client id, user name or topic
+
+# (key relative to the table that found it, the value, what was expected); "" is the key that table sits at.
+Problem = tuple[str, Any, str]
+
+
+class Problems(ValueError):
+    """Raised by a validator with every problem it found; `load_config` reports each under its own key path."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(f"{key}: {value!r}: {expected}" for key, value, expected in problems))
+
+
+def raise_any(problems: list[Problem]) -> None:
+    if problems:
+        raise Problems(problems)
+
+
+class Table(BaseModel):
+    """Base of every table: unknown keys are errors, and values are taken as TOML typed them ("60" is no number)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
+
+
+MQTT_STRING = f"at most {MQTT_STRING_BYTES} bytes of UTF-8, without U+0000 (an MQTT string)"
+
+
+def mqtt_string(text: str) -> bool:
+    try:
+        encoded = text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate, e.g. from an undecodable command-line byte
+        return False
+    return "\0" not in text and len(encoded) <= MQTT_STRING_BYTES
+
+
+def join_key(path: str, key: int | str) -> str:
+    return f"{path}.{key}" if path and key != "" else path or str(key)
+
+
+def show_value(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def readable(path: str) -> bool:
+    return os.path.isfile(path) and os.access(path, os.R_OK)
