@@ -302,9 +302,19 @@ def agent_process(config_file: Path, *extra: str) -> Iterator[subprocess.Popen[b
 
 
 def to_toml(doc: dict[str, Any]) -> str:
-    """Enough TOML for agent configs: tables of strings, numbers, booleans and lists of strings."""
-    lines = []
+    """Enough TOML for agent configs: tables of strings, numbers, booleans and lists of strings, and tables
+    within them (a dict value, e.g. mqtt.tls, becomes [mqtt.tls])."""
+    lines: list[str] = []
     for section, values in doc.items():
-        lines.append(f"[{section}]")
-        lines.extend(f"{key} = {json.dumps(value)}" for key, value in values.items())
+        lines.extend(_toml_table(section, values))
     return "\n".join(lines) + "\n"
+
+
+def _toml_table(name: str, values: dict[str, Any]) -> list[str]:
+    # A table's own keys come before its subtables: a key after [mqtt.tls] would belong to mqtt.tls.
+    lines = [f"[{name}]"]
+    lines.extend(f"{key} = {json.dumps(value)}" for key, value in values.items() if not isinstance(value, dict))
+    for key, value in values.items():
+        if isinstance(value, dict):
+            lines.extend(_toml_table(f"{name}.{key}", value))
+    return lines
