@@ -35,6 +35,26 @@ Inbox = queue.Queue[tuple[str, bytes]]
 PROTOCOLS = {"5": MQTTProtocolVersion.MQTTv5, "3.1.1": MQTTProtocolVersion.MQTTv311}
 
 
+class OncePerInterval(logging.Filter):
+    """Let a message through at most once per `interval_s`: paho repeats some lines on every reconnect attempt
+    ("Client is not connected"), which the agent's own rate-limited failure line already says."""
+
+    def __init__(self, interval_s: float) -> None:
+        super().__init__()
+        self.interval_s = interval_s
+        self._last: dict[str, float] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        now = time.monotonic()
+        key = f"{record.levelno}:{record.msg}"
+        if now - self._last.get(key, -self.interval_s) < self.interval_s:
+            return False
+        if len(self._last) > 1000:  # messages with ever-new text must not grow this without end
+            self._last.clear()
+        self._last[key] = now
+        return True
+
+
 def status_topic(prefix: str, agent_id: str) -> str:
     return f"{prefix}/{agent_id}/status"
 
@@ -71,6 +91,7 @@ class MqttLink:
         # (mid, failure reason or None) of every acknowledged QoS 1 publish, for the outbox (network thread puts).
         self._acks: queue.SimpleQueue[tuple[int, str | None]] = queue.SimpleQueue()
         self.session_present = False
+        self._refused = False  # the last CONNECT was answered with a refusal (network thread only)
         self._stopping = False
         persistent = cfg.session_expiry_s > 0
         client = mqtt.Client(
@@ -87,7 +108,10 @@ class MqttLink:
             client.tls_set(ca_certs=cfg.tls.ca or None, certfile=cfg.tls.cert or None, keyfile=cfg.tls.key or None)
         client.reconnect_delay_set(min_delay=1, max_delay=cfg.reconnect_max_s)
         client.max_queued_messages_set(MAX_OUTSTANDING)
-        client.enable_logger(logging.getLogger("paho"))  # paho's own messages, at --log-level debug
+        paho_logger = logging.getLogger("paho")
+        if not any(isinstance(f, OncePerInterval) for f in paho_logger.filters):
+            paho_logger.addFilter(OncePerInterval(FAILURE_LOG_INTERVAL_S))
+        client.enable_logger(paho_logger)  # paho's own messages; the same line at most once a minute
         client.on_connect = self._on_connect
         client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
@@ -177,6 +201,7 @@ class MqttLink:
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
         if reason_code.is_failure:
             self.last_error = f"refused by the broker: {reason_code}"
+            self._refused = True
             self._connect_failed()
             return
         sock = client.socket()
@@ -196,7 +221,18 @@ class MqttLink:
         logger.info("connected to %s (%s); subscribed to %s", self.cfg.broker, resumed, ", ".join(self.cfg.topics))
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
+        was_connected = self.connected.is_set()
         self.connected.clear()
+        if not was_connected:
+            # After a refused CONNECT paho reports a disconnect too (as "Protocol error"): the refusal, logged
+            # with its reason by _on_connect, stays the cause shown. Otherwise the connection was closed before
+            # any answer (a proxy, a broker at its connection limit): that is the failed attempt's cause.
+            if self._refused:
+                self._refused = False
+            elif not self._stopping:
+                self.last_error = f"closed before the broker answered CONNECT ({reason_code})"
+                self._connect_failed()
+            return
         if not self._stopping:
             self.last_error = f"disconnected: {reason_code}"
             logger.warning("disconnected from %s (%s); reconnecting", self.cfg.broker, reason_code)

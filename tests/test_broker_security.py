@@ -321,17 +321,7 @@ def test_a_refused_connection_is_logged_once_with_its_cause(
 
 @pytest.mark.parametrize(
     ("case", "cause"),
-    [
-        *REFUSALS[:2],
-        pytest.param(
-            *REFUSALS[2],
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="after a refused CONNACK paho calls on_disconnect with 'Protocol error'; "
-                "MqttLink._on_disconnect puts that in last_error (the status line) and logs it at every retry",
-            ),
-        ),
-    ],
+    REFUSALS,
 )
 # paho leaves the socket of a failed TLS handshake to the garbage collector (`_ssl_wrap_socket` does not
 # close it), which in this process would fail the test as an unclosed-socket warning.
