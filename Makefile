@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 STAMP := $(VENV)/.installed
 
-.PHONY: seccomp demo test test-fast setup broker lint check clean
+.PHONY: seccomp demo test test-fast faults setup broker lint check clean
 
 setup: $(STAMP)
 
@@ -37,9 +37,14 @@ demo: setup broker
 test: setup broker seccomp
 	$(PY) -m pytest $(ARGS)
 
-# The tests that neither train, export nor run a protocol: under a minute on two cores.
+# The tests that neither train, export, run a protocol nor break a broker: under a minute on two cores.
 test-fast: setup broker seccomp
-	$(PY) -m pytest -m "not slow" $(ARGS)
+	$(PY) -m pytest -m "not slow and not faults" $(ARGS)
+
+# The fault suite at full scale (1M-reading soak, 200k fuzz messages, longer fault streams; about ten
+# minutes); `make test` runs it at the quick scale. Figures land in build/faults/*.json.
+faults: setup broker
+	EDGEVAE_FAULTS_SCALE=full $(PY) -m pytest tests/faults -s $(ARGS)
 
 LAYERS := core agent training export evaluation cli demo
 

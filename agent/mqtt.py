@@ -9,7 +9,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from typing import Any
+from typing import Any, Literal
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
@@ -125,7 +125,7 @@ class MqttLink:
         logger.info("connecting to %s as %s (MQTT %s)", self.cfg.broker, self.agent_id, self.cfg.protocol)
         # CONNECT properties exist in MQTT 5 only: paho refuses them (ValueError) under 3.1.1.
         properties = None
-        clean_start: bool | int = mqtt.MQTT_CLEAN_START_FIRST_ONLY
+        clean_start: bool | Literal[3] = mqtt.MQTT_CLEAN_START_FIRST_ONLY
         if self.cfg.protocol == "5":
             properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
             if self.max_payload_bytes is not None:

@@ -113,7 +113,7 @@ class Outbox:
             return
         for row in self.store.after(self._sent_seq, room):
             try:
-                mid = self.link.publish_tracked(row.topic, row.payload, kind=row.kind)
+                handed = self.link.publish_tracked(row.topic, row.payload, kind=row.kind)
             except ValueError as exc:
                 logger.error("outbox message %d on %r can never be sent (%s); deleted", row.seq, row.topic, exc)
                 with self.store.transaction():
@@ -123,9 +123,9 @@ class Outbox:
                 self.bytes -= row.size
                 self._sent_seq = row.seq
                 continue
-            if mid is None:
+            if handed is None:
                 return  # the client's own queue is full: the rest waits on disk for the next pass
-            self._in_flight[mid] = (row.seq, row.size)
+            self._in_flight[handed] = (row.seq, row.size)
             self._sent_seq = row.seq
 
     def send_volatile(self, topic: str, payload: bytes, kind: str) -> None:

@@ -15,6 +15,7 @@ import numpy as np
 import numpy.typing as npt
 
 logger = logging.getLogger(__name__)
+REANCHOR_LOG_INTERVAL_S = 60.0
 
 # Epoch seconds reach 1e11 in the year 5138, epoch milliseconds passed it in 1973: "auto" reads a time at or
 # above it as milliseconds.
@@ -205,6 +206,8 @@ class OrderGuard:
         self._backwards: dict[str, int] = {}
         self.monotonic = monotonic
         self._seen: dict[str, float] = {}  # monotonic time of each device's last accepted reading
+        self._next_reanchor_log = 0.0
+        self._reanchors_unlogged = 0
 
     @property
     def devices(self) -> int:
@@ -226,17 +229,28 @@ class OrderGuard:
                 self._backwards[device] = behind
                 return DropReason.OUT_OF_ORDER
             self.reanchored += 1
-            logger.warning(
-                "%s: %d readings in a row were older than %.3f; its clock stepped back, re-anchoring at %.3f",
-                device,
-                behind,
-                last,
-                ts,
-            )
+            self._log_reanchor(device, behind, last, ts)
         self._backwards.pop(device, None)
         self._last[device] = ts
         self._seen[device] = self.monotonic()
         return None
+
+    def _log_reanchor(self, device: str, behind: int, last: float, ts: float) -> None:
+        # A clock that keeps stepping back (a broken RTC, a hostile sender) re-anchors every `reanchor_after`
+        # readings: one line, then at most one a minute with the count since, as drops are warned about.
+        now = self.monotonic()
+        if now < self._next_reanchor_log:
+            self._reanchors_unlogged += 1
+            return
+        self._next_reanchor_log = now + REANCHOR_LOG_INTERVAL_S
+        more = (
+            f" ({self._reanchors_unlogged} more re-anchors since the last warning)" if self._reanchors_unlogged else ""
+        )
+        self._reanchors_unlogged = 0
+        logger.warning(
+            "%s: %d readings in a row were older than %.3f; its clock stepped back, re-anchoring at %.3f%s",
+            device, behind, last, ts, more,
+        )  # fmt: skip
 
     def idle(self, idle_s: float) -> list[str]:
         """Devices with no accepted reading for more than `idle_s` seconds."""

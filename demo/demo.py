@@ -201,7 +201,9 @@ def _start_agent(bundle: Path, broker: Broker, workdir: Path) -> subprocess.Pope
         f'[mqtt]\nbroker = "mqtt://{broker.host}:{broker.port}"\nprotocol = "{broker.protocol}"\n'
         f'topics = ["{TOPIC_ROOT}/+/data"]\n'
         f'topic_prefix = "{PREFIX}"\nclient_id = "{AGENT_ID}"\n\n'
-        f'[model]\nbundle = "{bundle.resolve()}"\n\n[stats]\ninterval_s = 1\n'
+        f'[model]\nbundle = "{bundle.resolve()}"\n\n[stats]\ninterval_s = 1\n\n'
+        # Its own state, started afresh with each demo: no alert of an earlier, interrupted run comes back.
+        f'[state]\ndirectory = "{(workdir / "state").resolve()}"\n'
     )
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     log = (workdir / "agent.log").open("wb")
@@ -238,7 +240,7 @@ def _summarize(injected: list[InjectedFault], alerts: list[dict[str, Any]], wind
 def run_demo(args: argparse.Namespace) -> int:
     args.workdir.mkdir(parents=True, exist_ok=True)
     # The demo owns these two folders; a rerun starts from scratch rather than refusing to overwrite.
-    for own in ("run", "bundle"):
+    for own in ("run", "bundle", "state"):
         shutil.rmtree(args.workdir / own, ignore_errors=True)
     bundle = _train_and_export(args)
     from edgevae.agent.bundle import load_bundle

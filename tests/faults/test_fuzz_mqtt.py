@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pytest
 from agent_fixtures import (
     CHANNELS,
     STRIDE,
@@ -34,8 +33,6 @@ from hostile import CLOCK_REASONS, GUARDED, HostileMessages
 from edgevae.agent.readings import encode_payloads
 from edgevae.core.window import window_count
 from edgevae.demo.broker import Broker
-
-pytestmark = pytest.mark.slow
 
 MESSAGES = {"quick": 20_000, "full": 200_000}
 SEED = 20_240_601
@@ -124,8 +121,7 @@ def test_fuzz_mqtt(tmp_path: Path, broker: Broker, bundle: Path, names: Names, p
     assert max(s["devices"] for s in all_stats) <= MAX_DEVICES
     assert final["dropped"]["too_many_devices"] > 0
     assert "forgot" in log, "no idle device was forgotten"
-    # Re-anchoring warnings are not rate-limited: test_a_clock_that_keeps_stepping_back_does_not_flood_the_log.
-    assert figures["log_lines"] - figures["reanchor_lines"] < LOG_LINES, "the log is not rate-limited"
+    assert figures["log_lines"] < LOG_LINES, "the log is not rate-limited"
     assert agent.rss.peak_kib < RSS_CEILING_MIB * 1024
 
 
@@ -190,11 +186,6 @@ def _figures(
     }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="OrderGuard.check (agent/readings.py) logs every re-anchor at WARNING with no rate limit: a device "
-    "whose timestamps keep going back writes a line every detection.reanchor_after (30) readings",
-)
 def test_a_clock_that_keeps_stepping_back_does_not_flood_the_log(
     tmp_path: Path, broker: Broker, bundle: Path, names: Names, publisher: Publisher
 ) -> None:

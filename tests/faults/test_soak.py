@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pytest
 from agent_fixtures import CHANNELS, STD, STRIDE, WINDOW, Names, Publisher, expected_alerts, stream, timestamps
 from agent_probe import RunningAgent, mib, publish_all, running_agent, scale, write_figures
 
@@ -36,8 +35,6 @@ FAULT_ROWS = 40
 # per window scored (about 200 bytes) would add 5 MiB to a quick run and 50 MiB to a full one, so the full run
 # catches a leak of that size and the quick one only a leak several times larger.
 RSS_GROWTH_MIB = {"quick": 10, "full": 20}
-
-pytestmark = pytest.mark.slow
 
 
 def faulty_stream(rows: int, device: int) -> np.ndarray:
