@@ -114,6 +114,18 @@ class LimitsConfig(Table):
         description="a device silent this long is forgotten and frees its slot (not while an alert is open); 0: never",
     )
     queue_size: int = Field(default=10000, ge=1, description="messages held between the network thread and scoring")
+    queue_bytes: int = Field(
+        default=64 * 1024 * 1024,
+        ge=64,
+        description="payload bytes held between the network thread and scoring; more is dropped as queue_full",
+    )
+
+    @model_validator(mode="after")
+    def _queue_holds_a_message(self) -> LimitsConfig:
+        if self.queue_bytes < self.max_payload_bytes:
+            expected = f"at least limits.max_payload_bytes ({self.max_payload_bytes}), or no message fits"
+            raise Problems([("queue_bytes", self.queue_bytes, expected)])
+        return self
 
 
 def default_directory(environ: Mapping[str, str] | None = None) -> Path:

@@ -29,7 +29,34 @@ ONLINE, OFFLINE, STOPPED = b"online", b"offline", b"stopped"
 # paho keeps unacknowledged QoS 1 messages in memory; past 65,535 it stalls and loses them, so cap well below.
 MAX_OUTSTANDING = 10_000
 
-Inbox = queue.Queue[tuple[str, bytes]]
+
+class Inbox(queue.Queue[tuple[str, bytes]]):
+    """The messages between paho's network thread and scoring: bounded in count and in payload bytes, so
+    that the memory it can hold is set by the config (`limits.queue_size`, `limits.queue_bytes`)."""
+
+    def __init__(self, maxsize: int = 0, max_bytes: int = 0) -> None:
+        super().__init__(maxsize)
+        self.max_bytes = max_bytes  # 0: no byte bound
+        self.bytes = 0
+
+    def put_nowait(self, item: tuple[str, bytes]) -> None:
+        with self.mutex:
+            full = 0 < self.maxsize <= len(self.queue)
+            if full or (self.max_bytes and self.bytes + len(item[1]) > self.max_bytes):
+                raise queue.Full
+            self._put(item)
+            self.unfinished_tasks += 1
+            self.not_empty.notify()
+
+    def _put(self, item: tuple[str, bytes]) -> None:
+        self.queue.append(item)
+        self.bytes += len(item[1])
+
+    def _get(self) -> tuple[str, bytes]:
+        item: tuple[str, bytes] = self.queue.popleft()
+        self.bytes -= len(item[1])
+        return item
+
 
 # `mqtt.protocol` -> paho's protocol. The callbacks below read reason codes, which paho 2 gives for both.
 PROTOCOLS = {"5": MQTTProtocolVersion.MQTTv5, "3.1.1": MQTTProtocolVersion.MQTTv311}

@@ -15,7 +15,7 @@ from edgevae.agent.config import Config
 from edgevae.agent.config_file import read_password
 from edgevae.agent.detector import Detector
 from edgevae.agent.journal import AlertJournal
-from edgevae.agent.mqtt import MqttLink
+from edgevae.agent.mqtt import Inbox, MqttLink
 from edgevae.agent.notify import Notifier
 from edgevae.agent.outbox import Outbox
 from edgevae.agent.readings import DeviceTopics, DropReason, OrderGuard, ReadingParser
@@ -92,7 +92,7 @@ class Service:
         self.guard = OrderGuard(limits.max_devices, det.max_future_s or None, det.reanchor_after)
         self.topics = DeviceTopics(config.mqtt.topics)
         self.drops = DropLog(config.log.drop_warning_interval_s)
-        self.inbox: queue.Queue[tuple[str, bytes]] = queue.Queue(maxsize=limits.queue_size)
+        self.inbox = Inbox(limits.queue_size, limits.queue_bytes)
         self.link = MqttLink(
             config.mqtt, self.agent_id, self.inbox, read_password(config.mqtt), limits.max_payload_bytes
         )

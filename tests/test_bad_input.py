@@ -24,7 +24,7 @@ from agent_fixtures import (
 )
 
 from edgevae.agent.config import MqttConfig
-from edgevae.agent.mqtt import MqttLink
+from edgevae.agent.mqtt import Inbox, MqttLink
 from edgevae.agent.readings import encode_payloads
 
 GOOD = reading(T0, [20.0, 5.0, 100.0])
@@ -92,6 +92,18 @@ def test_a_full_queue_is_counted_not_blocking() -> None:
         link._on_message(link.client, None, msg)  # what paho's network thread calls
     assert [inbox.get_nowait()[1] for _ in range(2)] == [b"0", b"1"]
     assert link.queue_full == 3
+
+
+def test_the_queue_is_bounded_in_bytes_too() -> None:
+    inbox = Inbox(maxsize=100, max_bytes=25)
+    link = MqttLink(MqttConfig(), "edge-1", inbox)
+    for i in range(5):
+        msg = mqtt.MQTTMessage(topic=b"sensors/d/data")
+        msg.payload = b"%d" % i * 10
+        link._on_message(link.client, None, msg)
+    assert (inbox.qsize(), inbox.bytes, link.queue_full) == (2, 20, 3)
+    inbox.get_nowait()
+    assert inbox.bytes == 10, "a message taken frees its bytes"
 
 
 def test_one_future_timestamp_does_not_blind_a_device(

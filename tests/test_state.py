@@ -5,18 +5,21 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
-from agent_fixtures import make_bundle
+from agent_fixtures import Collector, Names, agent_document, agent_process, make_bundle, to_toml
 
 from edgevae.agent.bundle import load_bundle
 from edgevae.agent.config import default_directory
 from edgevae.agent.detector import OpenAlert, WindowResult
 from edgevae.agent.outbox import Outbox
 from edgevae.agent.state import SCHEMA_VERSION, StateError, StateStore, database_name
+from edgevae.demo.broker import Broker
 
 
 class RecordingLink:
@@ -258,3 +261,19 @@ def test_check_config_refuses_a_state_directory_it_cannot_write(
     config.write_text(f'[model]\nbundle = "{bundle}"\n[state]\ndirectory = "{blocked}/state"\n')
     assert main(["--config", str(config), "--check-config"]) == 2
     assert "state.directory:" in capsys.readouterr().err
+
+
+def test_a_second_agent_on_the_same_state_exits_2(tmp_path: Path, broker: Broker, bundle: Path, names: Names) -> None:
+    config = tmp_path / "agent.toml"
+    doc = agent_document(broker, bundle, names, state={"directory": str(tmp_path / "state")})
+    config.write_text(to_toml(doc))
+    collector = Collector(broker, [names.status])
+    with agent_process(config) as first:
+        collector.wait_payload(names.status, b"online", timeout=30)
+        second = subprocess.run(
+            [sys.executable, "-m", "edgevae.agent", "--config", str(config)], capture_output=True, text=True, timeout=60
+        )
+        assert first.poll() is None, "the first agent runs on"
+    collector.close()
+    assert second.returncode == 2
+    assert "in use by another agent" in second.stderr
