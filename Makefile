@@ -42,9 +42,10 @@ test-fast: setup broker seccomp
 	$(PY) -m pytest -m "not slow and not faults" $(ARGS)
 
 # The fault suite at full scale (1M-reading soak, 200k fuzz messages, longer fault streams; about ten
-# minutes); `make test` runs it at the quick scale. Figures land in build/faults/*.json.
+# minutes); `make test` runs it at the quick scale. Figures land in build/faults/*.json and docs/faults.md.
 faults: setup broker
 	EDGEVAE_FAULTS_SCALE=full $(PY) -m pytest tests/faults -s $(ARGS)
+	$(PY) tests/faults/report.py full
 
 LAYERS := core agent training export evaluation cli demo
 

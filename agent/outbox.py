@@ -54,6 +54,9 @@ class Outbox:
         self._in_flight: dict[int, tuple[int, int]] = {}  # paho mid -> (seq, size)
         self._sent_seq = 0  # every message up to this one has been handed to the link by this process
         self._next_overflow_log = 0.0
+        # Whether rows past _sent_seq may exist: the scoring loop pumps on every pass, and most passes have
+        # nothing to send, so the database is asked only after something was added (or left from before).
+        self._unsent = self.depth > 0
         if self.depth:
             logger.info("outbox: %d messages (%d bytes) from before the restart are sent first", self.depth, self.bytes)
 
@@ -79,6 +82,7 @@ class Outbox:
         self.store.append(topic, payload, kind)
         self.depth += 1
         self.bytes += size
+        self._unsent = True
 
     def pump(self) -> None:
         """Delete what the broker acknowledged, then hand the next messages to the link while connected."""
@@ -106,12 +110,15 @@ class Outbox:
                 logger.error("outbox: could not delete %d acknowledged messages: %s", len(done), exc)
             if self.depth <= 0:
                 self.depth, self.bytes = self.store.outbox_size()  # resynchronise after rows were dropped
-        if not self.link.is_connected():
+        if not self._unsent or not self.link.is_connected():
             return
         room = self.max_in_flight - len(self._in_flight)
         if room <= 0:
             return
-        for row in self.store.after(self._sent_seq, room):
+        rows = self.store.after(self._sent_seq, room)
+        if len(rows) < room:
+            self._unsent = False  # these are the last; if one cannot be handed over now, it is set again below
+        for row in rows:
             try:
                 handed = self.link.publish_tracked(row.topic, row.payload, kind=row.kind)
             except ValueError as exc:
@@ -124,6 +131,7 @@ class Outbox:
                 self._sent_seq = row.seq
                 continue
             if handed is None:
+                self._unsent = True
                 return  # the client's own queue is full: the rest waits on disk for the next pass
             self._in_flight[handed] = (row.seq, row.size)
             self._sent_seq = row.seq
@@ -146,4 +154,4 @@ class Outbox:
             time.sleep(0.01)
 
     def _pending_unsent(self) -> bool:
-        return bool(self.store.after(self._sent_seq, 1))
+        return self._unsent and bool(self.store.after(self._sent_seq, 1))

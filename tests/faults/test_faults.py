@@ -310,7 +310,10 @@ def test_a_20_s_partition_between_agent_and_broker(tmp_path: Path, broker: Broke
     scored = [m.json()["readings"] for m in collector.on(names.stats)]
     collector.close()
     assert max(scored) == readings, "every reading sent during the partition was scored"
-    write_figures(f"partition-{scale()}", {**figures, "partition_s": 20.0, "readings_sent": readings})
+    write_figures(
+        f"partition-{scale()}",
+        {**figures, "partition_s": 20.0, "readings_sent": readings, "faults": sum(len(f) for f in plan.values())},
+    )
 
 
 def test_the_broker_paused_for_20_s(tmp_path: Path, broker_box: KillableBroker, bundle: Path, names: Names) -> None:
@@ -328,4 +331,4 @@ def test_the_broker_paused_for_20_s(tmp_path: Path, broker_box: KillableBroker, 
     )  # fmt: skip
     figures = assert_every_alert_delivered_and_ended(agent, operator)
     assert_no_fault_missed(plan, operator)
-    write_figures(f"broker-pause-{scale()}", {**figures, "pause_s": 20.0})
+    write_figures(f"broker-pause-{scale()}", {**figures, "pause_s": 20.0, "faults": sum(len(f) for f in plan.values())})
