@@ -73,6 +73,9 @@ class Manifest:
     score_rows: int = 0
     training: dict[str, Any] = field(default_factory=dict)
     export: dict[str, Any] = field(default_factory=dict)
+    # Windows with their expected scores, for the self-test a device runs before taking the model
+    # (edgevae.agent.golden); {} in bundles from before it.
+    golden: dict[str, Any] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -111,6 +114,7 @@ class Manifest:
                 score_rows=int(data.get("score_rows", 0)),
                 training=dict(data.get("training", {})),
                 export=dict(data.get("export", {})),
+                golden=dict(data.get("golden", {})),
             )
         except KeyError as exc:
             msg = f"manifest is missing the key {exc.args[0]!r}"

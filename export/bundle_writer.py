@@ -20,6 +20,7 @@ import onnxruntime
 import torch
 
 from edgevae.agent.bundle import Manifest, describe_files, load_bundle, pack, write_manifest
+from edgevae.agent.golden import GOLDEN_FILE, GOLDEN_WINDOWS, write_golden
 from edgevae.core.decision import Debounce, Threshold
 from edgevae.core.errors import CalibrationError, ExportError
 from edgevae.core.thresholds import AUTO, calibrate, choose_method, needs_training_scores
@@ -98,14 +99,16 @@ def export_bundle(
     try:
         # TensorRT takes only symmetric (zero-point 0) Q/DQ; ONNX Runtime is more accurate asymmetric.
         written = _write_model(run, staging, precision, rule, metadata, Int8Settings(symmetric=tensorrt))
-        files = [MODEL_FILE]
+        files = [MODEL_FILE, GOLDEN_FILE]
+        golden = run.holdout[:GOLDEN_WINDOWS]
+        golden_entry = write_golden(staging, golden, parity.onnx_scores(staging / MODEL_FILE, golden).score)
         if tensorrt:
             written.info["tensorrt"] = build_engine(
                 staging / MODEL_FILE, staging / PLAN_NAME, run.graph.window, run.graph.channels
             )
             files.append(PLAN_NAME)
         written.info["seconds"] = round(time.perf_counter() - started, 3)
-        manifest = _manifest(run, staging, files, precision, written, debounce, model_id, model_version)
+        manifest = _manifest(run, staging, files, precision, written, debounce, (model_id, model_version), golden_entry)
         write_manifest(staging, manifest)
         if out.exists():
             out.rmdir()
@@ -226,10 +229,11 @@ def _manifest(
     precision: Precision,
     written: _Written,
     debounce: Debounce,
-    model_id: str,
-    model_version: str,
+    name: tuple[str, str],
+    golden: dict[str, Any],
 ) -> Manifest:
     graph = run.graph
+    model_id, model_version = name
     return Manifest(
         model_id=model_id,
         model_version=model_version,
@@ -248,6 +252,7 @@ def _manifest(
         score_rows=graph.score_rows,
         training=_training_section(run),
         export=written.info,
+        golden=golden,
     )
 
 

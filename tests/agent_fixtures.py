@@ -21,6 +21,7 @@ from onnx import TensorProto, helper, numpy_helper
 from paho.mqtt.enums import CallbackAPIVersion
 
 from edgevae.agent.bundle import Manifest, describe_files, write_manifest
+from edgevae.agent.golden import GOLDEN_FILE, write_golden
 from edgevae.agent.mqtt import PROTOCOLS, status_topic
 from edgevae.agent.readings import encode_payloads
 from edgevae.core.decision import Debounce, Debouncer, Threshold
@@ -78,6 +79,8 @@ def make_bundle(
 ) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     build_model(root / "model.onnx", window)
+    golden_windows = sliding_windows(stream(4 * window).astype(np.float32), window, window)
+    golden = write_golden(root, golden_windows, reference_scores(stream(4 * window), window, window)[0])
     manifest = Manifest(
         model_id="tiny-zscore",
         model_version="1.0.0",
@@ -89,7 +92,8 @@ def make_bundle(
         model_file="model.onnx",
         threshold=Threshold(value=threshold, method="fixed"),
         debounce=Debounce(trigger=trigger, clear=clear),
-        files=describe_files(root, ["model.onnx"]),
+        files=describe_files(root, ["model.onnx", GOLDEN_FILE]),
+        golden=golden,
     )
     write_manifest(root, manifest)
     return root

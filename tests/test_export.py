@@ -22,6 +22,7 @@ from edgevae.agent.bundle import (
     describe_files,
     load_bundle,
 )
+from edgevae.agent.golden import GOLDEN_RTOL, self_test
 from edgevae.cli.main import main
 from edgevae.core.errors import BundleError, ExportError
 from edgevae.core.thresholds import choose_method, default_params, scaled_quantile_threshold
@@ -113,7 +114,7 @@ def test_int8_bundle_manifest(int8_bundle: ExportReport, trained_run: Path) -> N
     assert m.model_id == trained_run.name
     assert (m.channels, m.window, m.stride, m.sample_period_s) == (CHANNELS, WINDOW, STRIDE, 1.0)
     assert (m.architecture, m.score_kind) == ("vae-conv", "mse")
-    assert m.files == describe_files(int8_bundle.bundle, ["model.onnx"])
+    assert m.files == describe_files(int8_bundle.bundle, ["model.onnx", "golden.npz"])
     # The default rule is chosen for the hold-out at hand, and every parameter is recorded.
     run = load_run(trained_run)
     windows = len(run.calibration_windows(m.score_rows))
@@ -129,7 +130,23 @@ def test_int8_bundle_manifest(int8_bundle: ExportReport, trained_run: Path) -> N
     assert m.export["compression"]["calibration_windows"] == CALIBRATION_WINDOWS // 32 * 32 == 224
     sizes = m.export["sizes"]
     assert sizes["shipped_bytes"] == m.files["model.onnx"]["bytes"] < sizes["fp32_bytes"]
-    assert sorted(p.name for p in int8_bundle.bundle.iterdir()) == ["manifest.json", "model.onnx"]
+    assert sorted(p.name for p in int8_bundle.bundle.iterdir()) == ["golden.npz", "manifest.json", "model.onnx"]
+
+
+@pytest.mark.slow
+def test_the_bundle_ships_golden_windows_its_model_passes(int8_bundle: ExportReport, tmp_path: Path) -> None:
+    bundle = load_bundle(int8_bundle.bundle)
+    m = bundle.manifest
+    assert m.golden == {"file": "golden.npz", "windows": 16, "rtol": GOLDEN_RTOL}
+    backend = create_backend(bundle.model_path)
+    assert self_test(backend, bundle.root, m.golden, m.threshold.value) is None
+    copy = tmp_path / "copy"
+    shutil.copytree(bundle.root, copy)
+    with np.load(copy / "golden.npz") as data:
+        shifted = {"windows": data["windows"], "scores": data["scores"] * 1.5}
+    np.savez(copy / "golden.npz", **shifted)
+    assert "golden windows score outside" in str(self_test(backend, copy, m.golden, m.threshold.value))
+    backend.close()
 
 
 @pytest.mark.slow
