@@ -1,5 +1,5 @@
-"""The `edgevae` command: train, export, score, evaluate and demo. Each subcommand imports only what it needs,
-so `edgevae score` runs on a machine without torch."""
+"""The `edgevae` command: train, export, score, evaluate, demo, and the signed model repository (repo, publish).
+Each subcommand imports only what it needs, so `edgevae score` runs on a machine without torch."""
 
 from __future__ import annotations
 
@@ -96,12 +96,28 @@ def _add_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser], command:
     parser.set_defaults(func=_demo)
 
 
+def _add_repo(sub: argparse._SubParsersAction[argparse.ArgumentParser], command: str | None) -> None:
+    from edgevae.cli.repo import add_repo_arguments
+
+    parser = sub.add_parser("repo", help="the signed model repository devices update from: init, status, rotate-key")
+    add_repo_arguments(parser)
+
+
+def _add_publish(sub: argparse._SubParsersAction[argparse.ArgumentParser], command: str | None) -> None:
+    from edgevae.cli.repo import add_publish_arguments
+
+    parser = sub.add_parser("publish", help="sign a bundle into the repository as the next release for groups/devices")
+    add_publish_arguments(parser)
+
+
 _SUBCOMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser], str | None], None]] = [
     _add_train,
     _add_export,
     _add_score,
     _add_evaluate,
     _add_demo,
+    _add_repo,
+    _add_publish,
 ]
 
 
