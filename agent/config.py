@@ -31,6 +31,7 @@ __all__ = [
     "Problems",
     "StatsConfig",
     "TlsConfig",
+    "UpdatesConfig",
     "default_client_id",
     "join_key",
     "show_value",
@@ -163,6 +164,53 @@ class StateConfig(Table):
         return Path(self.directory) if self.directory else default_directory()
 
 
+class UpdatesConfig(Table):
+    trusted_root: str = Field(
+        default="",
+        description="the model repository's root.json installed with the device; empty: no model updates",
+    )
+    transport: Literal["mqtt", "http"] = Field(
+        default="mqtt",
+        description="mqtt: the repository's retained mirror on the agent's broker; http: a web server (`url`)",
+    )
+    url: str = Field(
+        default="", description="base URL of the repository (http transport): <url>/metadata/, <url>/targets/"
+    )
+    group: str = Field(default="default", description="the fleet group this device takes releases for")
+    hardware_id: str = Field(default="", description="matched against a release's hardware ids; empty: any")
+    max_bundle_bytes: int = Field(default=64 * 1024 * 1024, ge=1024, description="larger bundles are refused")
+    poll_s: float = Field(
+        default=300.0, gt=0, description="seconds between repository checks (mqtt: also on every change)"
+    )
+    shadow_s: float = Field(default=600.0, ge=0, description="a candidate scores beside the active model this long")
+    shadow_min_windows: int = Field(default=100, ge=1, description="and at least this many windows, before its verdict")
+    max_alert_rate_ratio: float = Field(
+        default=10.0, gt=0, description="shadow fails above this many times the active model's alert rate"
+    )
+    min_alert_rate: float = Field(
+        default=0.01, ge=0, le=1, description="would-be alert rates at or below this always pass shadow"
+    )
+    max_latency_ratio: float = Field(default=5.0, gt=0, description="shadow fails when this many times slower")
+    probation_s: float = Field(
+        default=3600.0, ge=0, description="a committed model that restarts or fails within this long is rolled back"
+    )
+
+    @model_validator(mode="after")
+    def _transport(self) -> UpdatesConfig:
+        problems = []
+        if self.trusted_root and not os.path.isfile(self.trusted_root):
+            problems.append(("trusted_root", self.trusted_root, "a readable root.json file"))
+        if self.trusted_root and self.transport == "http" and not self.url.startswith(("http://", "https://")):
+            problems.append(("url", self.url, "an http:// or https:// URL (transport http)"))
+        if problems:
+            raise Problems(problems)
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.trusted_root)
+
+
 class StatsConfig(Table):
     interval_s: float = Field(default=60.0, gt=0, description="seconds between retained stats messages")
 
@@ -180,6 +228,7 @@ class Config(Table):
     detection: DetectionConfig = Field(default_factory=DetectionConfig, description="scoring and alerts")
     limits: LimitsConfig = Field(default_factory=LimitsConfig, description="bounds on untrusted input")
     state: StateConfig = Field(default_factory=StateConfig, description="durable state: outbox and open alerts")
+    updates: UpdatesConfig = Field(default_factory=UpdatesConfig, description="signed model updates (TUF)")
     stats: StatsConfig = Field(default_factory=StatsConfig, description="periodic stats messages")
     log: LogConfig = Field(default_factory=LogConfig, description="logging")
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 import sys
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -121,9 +123,12 @@ class Detector:
         self.debounce = debounce or manifest.debounce
         self.max_batch = max_batch
         # 0 disables: every reading continues the window however long the silence before it.
+        self.max_gap_periods = max_gap_periods
         self.max_gap_s = max_gap_periods * manifest.sample_period_s
         self._devices: dict[str, _DeviceState] = {}
         self._pending: list[_Pending] = []
+        # Called with each scored batch (windows, scores, seconds): how a candidate model shadows this one.
+        self.observer: Callable[[np.ndarray, np.ndarray, float], None] | None = None
         self.gap_resets = 0
         self.batches = 0
         self.windows_scored = 0
@@ -165,6 +170,31 @@ class Detector:
         state.debounce.resume_open()
         state.run_start, state.peak = alert.started_ts, alert.peak
 
+    def swap(self, manifest: Manifest, backend: Backend, debounce: Debounce) -> list[OpenAlert]:
+        """Score with another model from the next window on; call between two `step`s (nothing pending).
+
+        Each device keeps its buffered readings when window and stride are the same (its columns put in the
+        new channel order), so every reading ends up in the windows of one model or the other, never in
+        both and never in none; with another window or stride each device's window starts afresh. Alert
+        state starts afresh too: returns the alerts that were open, for the caller to end.
+        """
+        if self._pending:
+            msg = "swap with windows pending: call it right after step()"
+            raise RuntimeError(msg)
+        same_shape = (manifest.window, manifest.stride) == (self.manifest.window, self.manifest.stride)
+        order = [self.manifest.channels.index(c) for c in manifest.channels]
+        was_open = [a for a in (self.open_alert(d) for d in self._devices) if a is not None]
+        for state in self._devices.values():
+            if same_shape:
+                state.window.reorder(order)
+            else:
+                state.window = OnlineWindow(manifest.window, manifest.stride, len(manifest.channels))
+            state.debounce = Debouncer(debounce)
+            state.run_start, state.peak = None, None
+        self.max_gap_s = self.max_gap_periods * manifest.sample_period_s
+        self.manifest, self.backend, self.threshold, self.debounce = manifest, backend, manifest.threshold, debounce
+        return was_open
+
     def push(self, device: str, ts: float, values: np.ndarray) -> bool:
         """Add one reading (values in the manifest's channel order); True when it makes a window due."""
         state = self._devices.get(device)
@@ -193,7 +223,10 @@ class Detector:
         outputs: list[tuple[np.ndarray, np.ndarray]] = []
         for start in range(0, len(pending), self.max_batch):
             chunk = pending[start : start + self.max_batch]
-            out = self.backend.run(np.stack([p.window for p in chunk]))
+            batch = np.stack([p.window for p in chunk])
+            started = time.perf_counter()
+            out = self.backend.run(batch)
+            seconds = time.perf_counter() - started
             n, channels = len(chunk), len(self.manifest.channels)
             if out.score.shape != (n,) or out.channel_error.shape != (n, channels):
                 msg = (
@@ -203,6 +236,8 @@ class Detector:
                 raise BackendError(msg)
             outputs.append((out.score, out.channel_error))
             self.batches += 1
+            if self.observer is not None:
+                self.observer(batch, out.score, seconds)
         result = StepResult()
         scores = [s for chunk_scores, _ in outputs for s in chunk_scores.tolist()]
         errors = [e for _, chunk_errors in outputs for e in chunk_errors]

@@ -87,6 +87,17 @@ class AlertJournal:
                 )  # fmt: skip
         return ended
 
+    def end_all(self, open_alerts: list[OpenAlert]) -> list[Alert]:
+        """End the alerts open under the current model (before a model swap), each under its id."""
+        ends = [self._model_changed_end(a, self._record(a)) for a in open_alerts]
+        if not ends:
+            return ends
+        with self.store.transaction():
+            for end in ends:
+                self.outbox.add(alert_topic(self.prefix, end.device), end.to_json(), "alert")
+                self.store.delete_open_alert(end.device)
+        return ends
+
     def _record(self, open_alert: OpenAlert) -> dict[str, Any]:
         alert_id = alerts.alert_id(self.agent_id, open_alert.device, self.manifest, open_alert.started_ts)
         return {

@@ -10,7 +10,7 @@ import time
 import numpy as np
 
 from edgevae.agent.backends import Backend, create_backend
-from edgevae.agent.bundle import Manifest, load_bundle
+from edgevae.agent.bundle import Bundle, Manifest, load_bundle
 from edgevae.agent.config import Config
 from edgevae.agent.config_file import read_password
 from edgevae.agent.detector import Detector
@@ -19,10 +19,13 @@ from edgevae.agent.mqtt import Inbox, MqttLink
 from edgevae.agent.notify import Notifier
 from edgevae.agent.outbox import Outbox
 from edgevae.agent.readings import DeviceTopics, DropReason, OrderGuard, ReadingParser
+from edgevae.agent.release import Device
 from edgevae.agent.state import StateStore
 from edgevae.agent.stats import DropLog, RateMeter, StatsReport
+from edgevae.agent.update_setup import UpdateRunner, model_store
+from edgevae.agent.updates import update_topic
 from edgevae.core.decision import Debounce
-from edgevae.core.errors import BackendError, ModelLoadError
+from edgevae.core.errors import BackendError, BundleError, ModelLoadError
 
 logger = logging.getLogger(__name__)
 # Device ids longer than this are refused, so that every alert topic stays far inside MQTT's limits.
@@ -66,29 +69,17 @@ class Service:
         self.notifier = notifier or Notifier()
         self.store = StateStore(config.state.path, self.agent_id)
         try:
-            self.bundle = bundle = load_bundle(config.model.bundle)
+            self.models = model_store(config)
+            self.bundle, self.backend = self._load_model()
         except BaseException:
             self.store.close()
             raise
-        self.manifest = manifest = bundle.manifest
-        try:
-            self.backend = create_backend(bundle.model_path, config.model.backend_key, config.model.backend)
-            warm_up(self.backend, manifest)
-        except BaseException:
-            bundle.close()
-            self.store.close()
-            raise
+        manifest = self.manifest = self.bundle.manifest
         det = config.detection
-        debounce = Debounce(det.trigger or manifest.debounce.trigger, det.clear or manifest.debounce.clear)
+        debounce = self._debounce(manifest)
         self.detector = Detector(manifest, self.backend, debounce, det.max_batch, det.max_gap_periods)
         limits = config.limits
-        self.parser = ReadingParser(
-            manifest.channels,
-            limits.max_payload_bytes,
-            limits.max_readings_per_message,
-            det.unknown_channels == "ignore",
-            det.timestamp_unit,
-        )
+        self.parser = self._parser(manifest)
         self.guard = OrderGuard(limits.max_devices, det.max_future_s or None, det.reanchor_after)
         self.topics = DeviceTopics(config.mqtt.topics)
         self.drops = DropLog(config.log.drop_warning_interval_s)
@@ -99,6 +90,13 @@ class Service:
         self.outbox = Outbox(self.store, self.link, config.state.outbox_max_bytes)
         self.journal = AlertJournal(self.store, self.outbox, manifest, self.agent_id, config.mqtt.topic_prefix)
         self.journal.resume(self.detector)
+        self.updates: UpdateRunner | None = None
+        if self.models is not None:
+            self.updates = UpdateRunner(
+                config, self.models, read_password(config.mqtt), self._publish_update, self._device
+            )
+            updates = self.updates.updates
+            self.detector.observer = lambda w, s, sec: updates.observe(w, s, sec, self.manifest.threshold.value)
         self._oversized_seen = 0
         self._next_eviction = 0.0
         self.evicted = 0
@@ -114,6 +112,82 @@ class Service:
             manifest.threshold.value, debounce.trigger, debounce.clear, self.backend.key,
         )  # fmt: skip
 
+    def _load_model(self) -> tuple[Bundle, Backend]:
+        """The model to run: the release taken last (model updates), else the configured bundle. An updated
+        model that no longer loads is rolled back rather than keeping the agent down."""
+        config = self.config
+        path = config.model.bundle
+        if self.models is not None:
+            note = self.models.recover()
+            if note:
+                logger.warning("update: %s", note)
+            active = self.models.state.active
+            if active is not None:
+                try:
+                    return self._open(active.path)
+                except (BundleError, ModelLoadError) as exc:
+                    self.models.roll_back(f"release {active.release} does not load: {exc}")
+                    logger.error("update: release %d does not load (%s); rolled back", active.release, exc)
+                    previous = self.models.state.active
+                    path = previous.path if previous is not None else path
+        return self._open(path)
+
+    def _open(self, path: str) -> tuple[Bundle, Backend]:
+        bundle = load_bundle(path)
+        try:
+            backend = create_backend(bundle.model_path, self.config.model.backend_key, self.config.model.backend)
+            warm_up(backend, bundle.manifest)
+        except BaseException:
+            bundle.close()
+            raise
+        return bundle, backend
+
+    def _debounce(self, manifest: Manifest) -> Debounce:
+        det = self.config.detection
+        return Debounce(det.trigger or manifest.debounce.trigger, det.clear or manifest.debounce.clear)
+
+    def _parser(self, manifest: Manifest) -> ReadingParser:
+        det, limits = self.config.detection, self.config.limits
+        return ReadingParser(
+            manifest.channels,
+            limits.max_payload_bytes,
+            limits.max_readings_per_message,
+            det.unknown_channels == "ignore",
+            det.timestamp_unit,
+        )
+
+    def _device(self) -> Device:
+        active = self.models.state.active if self.models is not None else None
+        cfg = self.config.updates
+        return Device(
+            self.agent_id, cfg.group, self.manifest.channels, self.config.model.backend_key, cfg.hardware_id,
+            active.release if active is not None else 0,
+        )  # fmt: skip
+
+    def _publish_update(self, payload: bytes) -> None:
+        topic = update_topic(self.config.mqtt.topic_prefix, self.agent_id)
+        self.link.publish(topic, payload, kind="update", qos=1, retain=True)
+
+    def _swap_model(self) -> None:
+        """Between two scoring passes: score with the model the update thread handed over, if any."""
+        if self.updates is None or self.detector.pending:
+            return
+        candidate = self.updates.updates.take_swap()
+        if candidate is None:
+            return
+        manifest = candidate.manifest
+        was_open = self.detector.swap(manifest, candidate.backend, self._debounce(manifest))
+        for end in self.journal.end_all(was_open):
+            logger.warning("alert %s on %s ended: the model changed", end.id, end.device)
+        old_backend, old_bundle = self.backend, self.bundle
+        self.backend, self.bundle, self.manifest = candidate.backend, candidate.bundle, manifest
+        self.parser = self._parser(manifest)
+        self.journal.manifest = manifest
+        old_backend.close()
+        old_bundle.close()
+        logger.warning("now scoring with %s %s", manifest.model_id, manifest.model_version)
+        self.updates.updates.committed(candidate)
+
     def run(self, stop: threading.Event, reloading: threading.Event | None = None) -> None:
         """Score until `stop` is set, then publish `stopped` and disconnect; `reloading` set tells systemd a
         reload (RELOADING=1) rather than a stop is under way."""
@@ -121,6 +195,8 @@ class Service:
         watchdog_s = self.notifier.watchdog_s
         tick = min(MAX_TICK_S, self.config.stats.interval_s, watchdog_s or MAX_TICK_S)
         self.link.start()
+        if self.updates is not None:
+            self.updates.start()
         self._status_link = self._link_state()
         self.notifier.ready(f"scoring {self.manifest.model_id} {self.manifest.model_version}")
         last_ping = next_stats = time.monotonic()
@@ -128,6 +204,7 @@ class Service:
             while not stop.is_set():
                 self._drain(tick)
                 healthy = self._score()
+                self._swap_model()
                 self.outbox.pump()
                 self._evict_idle()
                 now = time.monotonic()
@@ -149,6 +226,8 @@ class Service:
                 self.notifier.stopping()
             self._score()  # windows already due are decided; their alerts wait in the outbox if not sent now
             self.outbox.settle(SETTLE_S)
+            if self.updates is not None:
+                self.updates.stop()
             self.link.stop()
             self.backend.close()
             self.bundle.close()
@@ -222,6 +301,9 @@ class Service:
         except Exception:
             self.scoring_errors += 1
             logger.exception("scoring failed; the due windows are dropped")
+            if self.updates is not None:
+                self.updates.updates.scoring_failed.set()  # within probation, a reason to roll back
+                self.updates.updates.wake.set()
             return False
         for alert in self.journal.record(result, self.detector):
             if alert.type == "alert":

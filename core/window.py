@@ -88,6 +88,10 @@ class OnlineWindow:
         self.last_ts = ts
         return self.count >= size and (self.count - size) % self.stride == 0
 
+    def reorder(self, order: list[int]) -> None:
+        """Put the buffered readings' columns in another order: new column j is old column order[j]."""
+        self._rows = self._rows[:, order]
+
     def window(self) -> np.ndarray:
         """A copy of the last `window` readings, oldest first, as (window, channels) float32."""
         out: np.ndarray = self._rows[self._pos : self._pos + self.size].copy()
