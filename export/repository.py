@@ -141,7 +141,8 @@ def _create(repo: Repository, root_keys: int, root_threshold: int, now: datetime
         expires=repo.expires(Timestamp.type, now), snapshot_meta=MetaFile.from_data(1, snapshot_bytes, [HASH])
     )
     save(repo, Metadata(timestamp), signers_for(repo, Timestamp.type, root), root)
-    logger.info("repository %s: root keys %s (threshold %d)", repo.path, root.roles[Root.type].keyids, root_threshold)
+    ids = ", ".join(repo_keys.short(k) for k in root.roles[Root.type].keyids)
+    logger.info("repository %s: root keys %s, threshold %d", repo.path, ids, root_threshold)
 
 
 def root_key_files(repo: Repository) -> list[Path]:

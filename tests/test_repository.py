@@ -10,6 +10,8 @@ import json
 import os
 import shutil
 import stat
+import subprocess
+import sys
 import threading
 import uuid
 from collections.abc import Iterator
@@ -55,7 +57,8 @@ def repo(tmp_path: Path) -> Path:
 def served(repo: Path) -> Iterator[str]:
     """A static web server of the repository folder on a free loopback port; yields its base URL."""
     server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(repo)))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    # A short poll: shutdown() waits for the serving loop to look, 0.5 s by default.
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}"
@@ -459,3 +462,30 @@ def test_cli_init_publish_status_and_errors(
     assert "PRIVATE KEY" not in text
     for pem in (repo / "keys").glob("*.pem"):
         assert "".join(pem.read_text().splitlines()[1:-1]) not in text
+
+
+# --- the timer's unit ------------------------------------------------------------------------------------
+
+TIMESTAMP_UNIT = Path(__file__).resolve().parents[1] / "systemd" / "edgevae-timestamp.service"
+UNDER_FILTER = Path(__file__).resolve().parent / "tools" / "under_unit_filter.py"
+
+
+def _no_seccomp() -> str | None:
+    if subprocess.run(["/usr/bin/python3", "-c", "import seccomp"], capture_output=True).returncode != 0:
+        return "Debian's python3-seccomp is not installed (`make test` installs it)"
+    if shutil.which("systemd-analyze") is None:
+        return "systemd-analyze is not installed"
+    return None
+
+
+@pytest.mark.skipif(_no_seccomp() is not None, reason=str(_no_seccomp()))
+def test_refresh_and_mirror_run_under_the_timer_units_syscall_filter(repo: Path, broker: Broker) -> None:
+    # --kill: any call the unit's SystemCallFilter= denies kills the command, instead of the unit's EPERM.
+    command = [sys.executable, "-m", "edgevae.cli.main", "repo", "refresh-timestamp", "--repo", str(repo)]
+    command += ["--mqtt", broker.url, "--prefix", f"unit-{uuid.uuid4().hex[:8]}"]
+    launcher = ["/usr/bin/python3", str(UNDER_FILTER), "--kill", str(TIMESTAMP_UNIT), "--"]
+    result = subprocess.run([*launcher, *command], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "timestamp version 2" in result.stdout
+    assert "mirrored" in result.stdout
+    assert _timestamp(repo).version == 2
