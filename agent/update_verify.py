@@ -114,8 +114,11 @@ class Verifier:
         if not releases:
             return None
         release = max(releases, key=lambda r: r.release)
-        if release.release <= device.release:
-            return None  # nothing new: not a refusal
+        if release.release == device.release:
+            return None  # the release it runs: a duplicate or replayed push is a no-op
+        if release.release < device.release:
+            msg = f"the newest release offered, {release.release}, is older than the running release {device.release}"
+            return Refused("older", msg, release.release)
         reason = incompatibility(release, device)
         if reason is not None:
             check = reason.split(":", 1)[0]

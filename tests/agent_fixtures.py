@@ -76,15 +76,18 @@ def make_bundle(
     threshold: float = THRESHOLD,
     trigger: int = TRIGGER,
     clear: int = CLEAR,
+    model_version: str = "1.0.0",
+    channels: tuple[str, ...] = CHANNELS,
 ) -> Path:
+    """The tiny model as a bundle; `channels` renames the model's inputs (the graph is the same)."""
     root.mkdir(parents=True, exist_ok=True)
     build_model(root / "model.onnx", window)
     golden_windows = sliding_windows(stream(4 * window).astype(np.float32), window, window)
     golden = write_golden(root, golden_windows, reference_scores(stream(4 * window), window, window)[0])
     manifest = Manifest(
         model_id="tiny-zscore",
-        model_version="1.0.0",
-        channels=CHANNELS,
+        model_version=model_version,
+        channels=channels,
         window=window,
         stride=stride,
         sample_period_s=PERIOD_S,

@@ -1,0 +1,140 @@
+"""Model updates end to end: a signed release published on the training host's repository reaches a
+running agent (HTTP transport here), is verified, staged, self-tested, shadowed and swapped in while
+readings flow; a bad one is refused or rolled back and the old model scores on."""
+
+from __future__ import annotations
+
+import functools
+import threading
+from collections.abc import Callable, Iterator
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from agent_fixtures import Collector, Names, Publisher, batched_payloads, make_bundle, stream
+
+from edgevae.export.repo_publish import publish
+from edgevae.export.repository import init
+
+FAST = {"poll_s": 0.3, "shadow_s": 1.0, "shadow_min_windows": 20, "probation_s": 0.0, "group": "canary"}
+
+
+class _Quiet(SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    init(tmp_path / "repo")
+    return tmp_path / "repo"
+
+
+@pytest.fixture
+def served(repo: Path) -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Quiet, directory=str(repo)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def updates_section(repo: Path, url: str, **extra: Any) -> dict[str, Any]:
+    return {"trusted_root": str(repo / "metadata" / "1.root.json"), "transport": "http", "url": url, **FAST, **extra}
+
+
+def steps(collector: Collector, names: Names) -> list[tuple[str, int | None]]:
+    topic = f"{names.prefix}/{names.agent_id}/update"
+    return [(m.json()["step"], m.json()["release"]) for m in collector.on(topic)]
+
+
+def wait_step(collector: Collector, names: Names, step: str, timeout: float = 30.0) -> dict[str, Any]:
+    topic = f"{names.prefix}/{names.agent_id}/update"
+    found: dict[str, Any] = collector.latest_json(topic, lambda u: u["step"] == step, timeout)
+    return found
+
+
+def feed(publisher: Publisher, names: Names, rows: int, stop: threading.Event) -> Callable[[], int]:
+    """Publish a normal stream in the background until `stop`; the function returned waits for the
+    publisher to finish and gives the readings it sent."""
+    payloads = batched_payloads(stream(rows), per_message=4)
+    sent = [0]
+
+    def run() -> None:
+        for p in payloads:
+            if stop.is_set():
+                return
+            publisher.send(names.data("pump-1"), p)
+            sent[0] += 4
+            stop.wait(0.01)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+
+    def finished() -> int:
+        thread.join(10)
+        return sent[0]
+
+    return finished
+
+
+def test_a_good_release_is_taken_while_readings_flow(
+    tmp_path: Path, repo: Path, served: str, run_agent: Callable[..., Any], collector: Collector,
+    names: Names, publisher: Publisher,
+) -> None:  # fmt: skip
+    service = run_agent(updates=updates_section(repo, served))
+    stop = threading.Event()
+    sent = feed(publisher, names, 4000, stop)
+    publish(repo, make_bundle(tmp_path / "v2", model_version="2.0.0"), fleet=["canary"])
+    wait_step(collector, names, "committed", 30)
+    stats = collector.latest_json(names.stats, lambda s: s["model"]["version"] == "2.0.0", 10)
+    stop.set()
+    assert [s for s, _ in steps(collector, names)] == ["received", "verified", "staged", "shadow", "committed"]
+    total = sent()
+    final = collector.latest_json(names.stats, lambda s: s["readings"] == total, 20)
+    assert final["readings"] == total, "every reading sent across the swap was scored once"
+    assert final["dropped"] == {k: 0 for k in final["dropped"]}
+    assert service.manifest.model_version == "2.0.0"
+    assert stats["model"]["id"] == "tiny-zscore"
+
+
+def test_a_release_whose_alert_rate_explodes_is_rolled_back_in_shadow(
+    tmp_path: Path, repo: Path, served: str, run_agent: Callable[..., Any], collector: Collector,
+    names: Names, publisher: Publisher,
+) -> None:  # fmt: skip
+    service = run_agent(updates=updates_section(repo, served))
+    stop = threading.Event()
+    feed(publisher, names, 4000, stop)
+    publish(repo, make_bundle(tmp_path / "v2", model_version="2.0.0", threshold=0.01), fleet=["canary"])
+    rolled = wait_step(collector, names, "rolled_back", 30)
+    stop.set()
+    assert rolled["release"] == 1
+    assert "would-be alert rate" in rolled["reason"]
+    assert service.manifest.model_version == "1.0.0", "the old model scores on"
+    assert not collector.on(names.alert("pump-1")), "a shadow raises nothing"
+
+
+@pytest.mark.parametrize(
+    ("case", "check"),
+    [
+        ("incompatible channels", "channels"),
+        ("not for this group", None),
+    ],
+)
+def test_a_release_the_device_cannot_take_is_refused(
+    tmp_path: Path, repo: Path, served: str, run_agent: Callable[..., Any], collector: Collector,
+    names: Names, case: str, check: str | None,
+) -> None:  # fmt: skip
+    service = run_agent(updates=updates_section(repo, served))
+    if case == "incompatible channels":
+        publish(repo, make_bundle(tmp_path / "v2", model_version="2.0.0", channels=("a", "b", "c")), fleet=["canary"])
+        refused = wait_step(collector, names, "rejected", 30)
+        assert refused["check"] == check
+        assert "channels" in refused["reason"]
+    else:
+        publish(repo, make_bundle(tmp_path / "v2", model_version="2.0.0"), fleet=["elsewhere"])
+        threading.Event().wait(2.0)
+        assert steps(collector, names) == [], "a release for another group is none of this device's business"
+    assert service.manifest.model_version == "1.0.0"
