@@ -54,7 +54,7 @@ def add_publish_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_repo_flag(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--repo", type=Path, required=True, help="the repository folder")
+    parser.add_argument("--repo", type=Path, required=True, metavar="DIR", help="the repository folder")
 
 
 def _add_mqtt_flags(parser: argparse.ArgumentParser, required: bool = False) -> None:
@@ -63,11 +63,12 @@ def _add_mqtt_flags(parser: argparse.ArgumentParser, required: bool = False) -> 
         "--mqtt", required=required, metavar="URL", help=f"mirror to this broker{after}: mqtt[s]://host[:port]"
     )
     parser.add_argument("--prefix", default="edgevae", help="topic prefix of the mirror (default: edgevae)")
-    parser.add_argument("--mqtt-username", default=None, help="broker user name")
+    parser.add_argument("--mqtt-username", default=None, metavar="USER", help="broker user name")
     parser.add_argument(
         "--mqtt-password-file",
         type=Path,
         default=None,
+        metavar="FILE",
         help=f"file holding the password (default: ${{CREDENTIALS_DIRECTORY}}/{CREDENTIAL})",
     )
     parser.add_argument(

@@ -166,7 +166,13 @@ def mirror(
 
 def _read(repo: Repository, entry: Entry) -> bytes:
     kind, rel = entry
-    data = ((repo.metadata_dir if kind == "metadata" else repo.targets_dir) / rel).read_bytes()
+    try:
+        data = ((repo.metadata_dir if kind == "metadata" else repo.targets_dir) / rel).read_bytes()
+    except FileNotFoundError:
+        msg = f"{kind}/{rel} is listed in the current metadata but missing from {repo.path}"
+        raise ExportError(
+            msg, remedy="restore it from a backup; devices cannot verify the repository without it"
+        ) from None
     if len(data) > MAX_PAYLOAD:
         msg = f"{kind}/{rel} is {len(data)} bytes; one MQTT message holds at most {MAX_PAYLOAD}"
         raise ExportError(msg, remedy="serve the repository over HTTP for bundles this large")

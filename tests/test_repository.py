@@ -4,6 +4,7 @@ server on loopback, and retained messages from a real mosquitto."""
 from __future__ import annotations
 
 import dataclasses
+import doctest
 import functools
 import hashlib
 import json
@@ -33,6 +34,7 @@ from edgevae.agent.release import Release, device_channel, fleet_channel, repo_t
 from edgevae.cli.main import main
 from edgevae.core.errors import ConfigError, ExportError
 from edgevae.demo.broker import Broker
+from edgevae.export import repo_status
 from edgevae.export.repo_mirror import mirror
 from edgevae.export.repo_publish import ONNX_BACKENDS, TENSORRT_BACKEND, backends_for, publish
 from edgevae.export.repo_status import status
@@ -216,6 +218,12 @@ def test_publish_refuses_no_audience_and_names_that_cannot_be_a_target(repo: Pat
         publish(repo, bundle, devices=["a/b"])
     with pytest.raises(ConfigError, match="fleet group 'x#'"):
         publish(repo, bundle, fleet=["x#"])
+
+
+def test_the_status_modules_examples_run() -> None:
+    result = doctest.testmod(repo_status)
+    assert result.attempted > 0
+    assert result.failed == 0
 
 
 def test_backends_are_registry_keys_and_tensorrt_needs_an_engine(bundle: Path) -> None:
