@@ -32,6 +32,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Score MQTT sensor streams with an edgevae model bundle and publish anomaly alerts.",
         epilog="Flags override the config file. Exit codes: 0 stopped, 1 failure, 2 bad config, 3 model not loaded.",
     )
+    parser.add_argument(
+        "command",
+        nargs="?",
+        choices=["rollback"],
+        help="rollback: go back to the model before the last update (the running agent does it within a second)",
+    )
     # Where the settings come from.
     parser.add_argument("--config", metavar="FILE", help="TOML config file (see --print-config)")
     parser.add_argument("--check-config", action="store_true", help="validate the config and bundle, then exit")
@@ -119,6 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return EXIT_CONFIG
+    if args.command == "rollback":
+        return rollback(config)
     if args.check_config:
         bad_values = check(config)
         for bad_value in bad_values:
@@ -128,6 +136,42 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_CONFIG if bad_values else EXIT_OK
     configure_logging(config.log.level)
     return run(config)
+
+
+def rollback(config: Config) -> int:
+    """`edgevae-agent rollback`: back to the previous model, by the running agent or, if none runs, in its
+    state directory for the next start."""
+    import fcntl
+
+    from edgevae.agent.state import database_name
+    from edgevae.agent.update_setup import updates_dir
+    from edgevae.agent.updates import ROLLBACK_REQUEST
+
+    if not config.updates.enabled:
+        print("rollback: model updates are off (updates.trusted_root is not set)", file=sys.stderr)
+        return EXIT_CONFIG
+    from edgevae.agent.model_store import ModelStore
+
+    models = ModelStore(updates_dir(config))
+    active = models.state.active
+    if active is None:
+        print(
+            "rollback: the agent runs the bundle it was installed with; there is nothing to go back to", file=sys.stderr
+        )
+        return EXIT_CONFIG
+    lock_path = (config.state.path / database_name(config.agent_id)).with_suffix(".lock")
+    with open(lock_path, "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            (updates_dir(config) / ROLLBACK_REQUEST).write_text("by hand\n")
+            print(f"rollback: asked the running agent {config.agent_id} to leave release {active.release}")
+            return EXIT_OK
+        models.roll_back("rolled back by hand (edgevae-agent rollback)")
+    back = models.state.active
+    target = f"release {back.release}" if back else "the installed bundle"
+    print(f"rollback: release {active.release} left; {target} runs from the next start")
+    return EXIT_OK
 
 
 def run(config: Config) -> int:

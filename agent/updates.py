@@ -39,6 +39,8 @@ logger = logging.getLogger(__name__)
 
 SCHEMA = 1
 SHADOW_QUEUE = 32  # scored batches waiting for the candidate; beyond, batches are left out of the shadow
+TICK_S = 1.0  # how often the thread looks at probation and at a rollback request between checks
+ROLLBACK_REQUEST = "rollback.request"  # written by `edgevae-agent rollback` while the agent runs
 
 
 @dataclass
@@ -103,6 +105,7 @@ class Updates:
         self.scoring_failed = threading.Event()
         self.configured_bundle = config.model.bundle  # the bundle installed with the device: the last fallback
         self.settled: Callable[[], bool] = lambda: True  # the MQTT mirror's: its retained burst has arrived
+        self.request_file: Path | None = store.state_file.with_name(ROLLBACK_REQUEST)
 
     # --- called from the scoring thread -------------------------------------------------------------------
 
@@ -132,18 +135,34 @@ class Updates:
         log("update: %s release %s%s", step, release, f": {reason}" if reason else "")
 
     def run(self, stop: threading.Event) -> None:
-        self.wake.set()  # check once at start
+        self._say_current()
+        next_check = 0.0  # check once at start
         while not stop.is_set():
-            self.wake.wait(self.cfg.poll_s)
+            woken = self.wake.wait(TICK_S)
             if stop.is_set():
                 return
-            self.wake.clear()
             try:
                 self._probation()
-                self._check(stop)
+                if self.request_file is not None and self.request_file.exists():
+                    self.request_file.unlink()
+                    self._roll_back("rolled back by hand (edgevae-agent rollback)")
+                if woken or time.monotonic() >= next_check:
+                    self.wake.clear()
+                    next_check = time.monotonic() + self.cfg.poll_s
+                    self._check(stop)
             except Exception:
                 # Updates may fail; scoring goes on with the model it has.
                 logger.exception("model update failed; the running model goes on")
+
+    def _say_current(self) -> None:
+        """Publish the state as it stands at start (retained), e.g. a rollback made while recovering."""
+        state = self.store.state
+        if state.step == "idle":
+            return
+        release = state.history[-1]["release"] if state.history else None
+        message = {"schema": SCHEMA, "agent": self.agent_id, "step": state.step, "release": release}
+        message.update(reason=state.reason, time=round(time.time(), 3))
+        self.publish(json.dumps(message, separators=(",", ":")).encode())
 
     def _probation(self) -> None:
         state = self.store.state
@@ -269,6 +288,9 @@ class Updates:
         self.store.prune()
 
     def _roll_back(self, reason: str) -> None:
+        if self.store.state.active is None:
+            logger.warning("update: nothing to roll back to: the agent runs the bundle it was installed with")
+            return
         previous = self.store.state.previous
         bad = self.store.roll_back(reason)
         path = Path(previous.path) if previous else None
