@@ -14,6 +14,8 @@ from typing import Any
 import pytest
 from agent_fixtures import Collector, Names, Publisher, batched_payloads, make_bundle, stream
 
+from edgevae.demo.broker import Broker
+from edgevae.export.repo_mirror import mirror
 from edgevae.export.repo_publish import publish
 from edgevae.export.repository import init
 
@@ -138,3 +140,25 @@ def test_a_release_the_device_cannot_take_is_refused(
         threading.Event().wait(2.0)
         assert steps(collector, names) == [], "a release for another group is none of this device's business"
     assert service.manifest.model_version == "1.0.0"
+
+
+def test_over_mqtt_a_device_offline_during_the_push_takes_it_when_it_comes_back(
+    tmp_path: Path, repo: Path, broker: Broker, run_agent: Callable[..., Any], collector: Collector,
+    names: Names, publisher: Publisher,
+) -> None:  # fmt: skip
+    publish(repo, make_bundle(tmp_path / "v2", model_version="2.0.0"), fleet=["canary"])
+    mirror(repo, broker.url, prefix=names.prefix)  # retained: waits for devices that are not there yet
+    section = {"trusted_root": str(repo / "metadata" / "1.root.json"), "transport": "mqtt", **FAST}
+    service = run_agent(updates=section)
+    stop = threading.Event()
+    sent = feed(publisher, names, 4000, stop)
+    wait_step(collector, names, "committed", 30)
+    assert service.manifest.model_version == "2.0.0"
+    # A second release while it runs: the new timestamp on the mirror wakes it.
+    publish(repo, make_bundle(tmp_path / "v3", model_version="3.0.0"), fleet=["canary"])
+    mirror(repo, broker.url, prefix=names.prefix)
+    collector.latest_json(names.stats, lambda s: s["model"]["version"] == "3.0.0", 30)
+    stop.set()
+    sent()
+    releases = [r for s, r in steps(collector, names) if s == "committed"]
+    assert releases == [1, 2]
