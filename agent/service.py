@@ -7,10 +7,8 @@ import queue
 import threading
 import time
 
-import numpy as np
-
-from edgevae.agent.backends import Backend, create_backend
-from edgevae.agent.bundle import Bundle, Manifest, load_bundle
+from edgevae.agent.active_model import load_active
+from edgevae.agent.bundle import Manifest
 from edgevae.agent.config import Config
 from edgevae.agent.config_file import read_password
 from edgevae.agent.detector import Detector
@@ -25,7 +23,6 @@ from edgevae.agent.stats import DropLog, RateMeter, StatsReport
 from edgevae.agent.update_setup import UpdateRunner, model_store
 from edgevae.agent.updates import update_topic
 from edgevae.core.decision import Debounce
-from edgevae.core.errors import BackendError, BundleError, ModelLoadError
 
 logger = logging.getLogger(__name__)
 # Device ids longer than this are refused, so that every alert topic stays far inside MQTT's limits.
@@ -38,28 +35,6 @@ MAX_TICK_S = 0.5
 SETTLE_S = 2.0
 
 
-def warm_up(backend: Backend, manifest: Manifest) -> None:
-    """Run one inference at load, before READY=1.
-
-    The first run of a session pays one-time costs (memory arenas, kernel selection; seconds for CUDA and
-    TensorRT). Paying them here keeps them inside systemd's start timeout rather than the watchdog's
-    interval, keeps the first real window's latency normal, and proves the model accepts this bundle's
-    window and channels before the agent says it is ready.
-    """
-    channels = len(manifest.channels)
-    try:
-        out = backend.run(np.zeros((1, manifest.window, channels), dtype=np.float32))
-    except BackendError as exc:
-        msg = f"the model does not take the manifest's windows of {manifest.window} x {channels} channels: {exc}"
-        raise ModelLoadError(msg) from exc
-    if out.score.shape != (1,) or out.channel_error.shape != (1, channels):
-        msg = (
-            f"model outputs score {out.score.shape} and channel_error {out.channel_error.shape} for one window; "
-            f"the manifest promises (1,) and (1, {channels})"
-        )
-        raise ModelLoadError(msg)
-
-
 class Service:
     def __init__(self, config: Config, notifier: Notifier | None = None) -> None:
         """Open the state directory, then load, verify and warm up the model; raises StateError (a ConfigError),
@@ -70,7 +45,7 @@ class Service:
         self.store = StateStore(config.state.path, self.agent_id)
         try:
             self.models = model_store(config)
-            self.bundle, self.backend = self._load_model()
+            self.bundle, self.backend = load_active(config, self.models)
         except BaseException:
             self.store.close()
             raise
@@ -111,36 +86,6 @@ class Service:
             manifest.model_id, manifest.model_version, len(manifest.channels), manifest.window, manifest.stride,
             manifest.threshold.value, debounce.trigger, debounce.clear, self.backend.key,
         )  # fmt: skip
-
-    def _load_model(self) -> tuple[Bundle, Backend]:
-        """The model to run: the release taken last (model updates), else the configured bundle. An updated
-        model that no longer loads is rolled back rather than keeping the agent down."""
-        config = self.config
-        path = config.model.bundle
-        if self.models is not None:
-            note = self.models.recover()
-            if note:
-                logger.warning("update: %s", note)
-            active = self.models.state.active
-            if active is not None:
-                try:
-                    return self._open(active.path)
-                except (BundleError, ModelLoadError) as exc:
-                    self.models.roll_back(f"release {active.release} does not load: {exc}")
-                    logger.error("update: release %d does not load (%s); rolled back", active.release, exc)
-                    previous = self.models.state.active
-                    path = previous.path if previous is not None else path
-        return self._open(path)
-
-    def _open(self, path: str) -> tuple[Bundle, Backend]:
-        bundle = load_bundle(path)
-        try:
-            backend = create_backend(bundle.model_path, self.config.model.backend_key, self.config.model.backend)
-            warm_up(backend, bundle.manifest)
-        except BaseException:
-            bundle.close()
-            raise
-        return bundle, backend
 
     def _debounce(self, manifest: Manifest) -> Debounce:
         det = self.config.detection
