@@ -55,6 +55,8 @@ class UpdateRunner:
         if self.mirror is not None:
             self.updates.wake = self.mirror.changed
             self.updates.settled = self.mirror.settled
+            mirror = self.mirror
+            self.updates.published = lambda: mirror.read("metadata/timestamp.json") is not None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self.updates.run, args=(self._stop,), name="updates", daemon=True)
 

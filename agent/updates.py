@@ -105,6 +105,9 @@ class Updates:
         self.scoring_failed = threading.Event()
         self.configured_bundle = config.model.bundle  # the bundle installed with the device: the last fallback
         self.settled: Callable[[], bool] = lambda: True  # the MQTT mirror's: its retained burst has arrived
+        # Whether there is a repository at all (the MQTT mirror holds a timestamp): a broker no repository
+        # has been mirrored to yet is not an unreachable repository.
+        self.published: Callable[[], bool] = lambda: True
         self.request_file: Path | None = store.state_file.with_name(ROLLBACK_REQUEST)
 
     # --- called from the scoring thread -------------------------------------------------------------------
@@ -179,6 +182,9 @@ class Updates:
         deadline = time.monotonic() + 10.0
         while not self.settled() and time.monotonic() < deadline and not stop.is_set():
             time.sleep(0.1)
+        if not self.published():
+            logger.debug("update: no repository mirrored to the broker yet")
+            return
         outcome = self.verifier.check(self.device())
         if outcome is None:
             return

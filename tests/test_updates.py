@@ -162,3 +162,11 @@ def test_over_mqtt_a_device_offline_during_the_push_takes_it_when_it_comes_back(
     sent()
     releases = [r for s, r in steps(collector, names) if s == "committed"]
     assert releases == [1, 2]
+
+
+def test_a_broker_without_a_repository_is_no_refusal(
+    repo: Path, run_agent: Callable[..., Any], collector: Collector, names: Names
+) -> None:
+    run_agent(updates={"trusted_root": str(repo / "metadata" / "1.root.json"), "transport": "mqtt", **FAST})
+    threading.Event().wait(2.5)
+    assert steps(collector, names) == [], "nothing mirrored yet: nothing to say"
