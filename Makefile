@@ -37,7 +37,7 @@ demo: setup broker
 test: setup broker seccomp
 	$(PY) -m pytest $(ARGS)
 
-# The tests that neither train, export, run a protocol nor break a broker: under a minute on two cores.
+# The tests that neither train, export, run a protocol nor break a broker: about a minute on two cores.
 test-fast: setup broker seccomp
 	$(PY) -m pytest -m "not slow and not faults" $(ARGS)
 
