@@ -3,11 +3,9 @@ none; a restart within probation rolls back; `edgevae-agent rollback` goes back 
 
 from __future__ import annotations
 
-import functools
 import threading
 import time
 from collections.abc import Iterator
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +18,7 @@ from agent_fixtures import (
     agent_process,
     batched_payloads,
     make_bundle,
+    static_server,
     stream,
     to_toml,
 )
@@ -80,19 +79,11 @@ def test_a_model_folder_gone_falls_back(tmp_path: Path) -> None:
 # --- the agent process ---------------------------------------------------------------------------------
 
 
-class _Quiet(SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
 @pytest.fixture
 def repo(tmp_path: Path) -> Iterator[tuple[Path, str]]:
     init(tmp_path / "repo")
-    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Quiet, directory=str(tmp_path / "repo")))
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield tmp_path / "repo", f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with static_server(tmp_path / "repo") as url:
+        yield tmp_path / "repo", url
 
 
 def config_file(tmp_path: Path, broker: Broker, names: Names, repo: tuple[Path, str], **updates: Any) -> Path:

@@ -3,18 +3,16 @@ refused with the check that failed, a good release verifies, and nothing here to
 
 from __future__ import annotations
 
-import functools
+import contextlib
 import json
 import shutil
-import threading
 from collections.abc import Iterator
 from datetime import timedelta
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
-from agent_fixtures import CHANNELS, make_bundle
+from agent_fixtures import CHANNELS, make_bundle, static_server
 from securesystemslib.signer import CryptoSigner
 from tuf.api.metadata import Metadata, Root
 
@@ -28,11 +26,6 @@ from edgevae.export.repository import init, rotate_key
 DEVICE = Device("edge-1", "canary", CHANNELS, "onnxruntime-cpu")
 
 
-class _Quiet(SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
 @pytest.fixture
 def repo(tmp_path: Path) -> Path:
     init(tmp_path / "repo")
@@ -41,11 +34,8 @@ def repo(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def served(repo: Path) -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Quiet, directory=str(repo)))
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with static_server(repo) as url:
+        yield url
 
 
 def verifier(tmp_path: Path, repo: Path, url: str, max_bytes: int = 1 << 26, name: str = "device") -> Verifier:
@@ -105,7 +95,7 @@ def test_nothing_new_is_no_refusal(tmp_path: Path, repo: Path, served: str) -> N
 def test_a_bad_release_is_refused_naming_the_check(
     tmp_path: Path, repo: Path, served: str, case: str, check: str
 ) -> None:
-    device, max_bytes, url = DEVICE, 1 << 26, served
+    device, max_bytes, url, stack = DEVICE, 1 << 26, served, contextlib.ExitStack()
     if case == "incompatible channels":
         release_v2(tmp_path, repo, channels=("a", "b", "c"))
     elif case == "another hardware id":
@@ -127,9 +117,7 @@ def test_a_bad_release_is_refused_naming_the_check(
             fleet=["canary"],
             now=utcnow() - timedelta(days=3),
         )
-        server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Quiet, directory=str(repo)))
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        url = f"http://127.0.0.1:{server.server_address[1]}"
+        url = stack.enter_context(static_server(repo))
     elif case == "older release":
         device = Device(DEVICE.agent_id, DEVICE.group, CHANNELS, DEVICE.backend, release=5)
     elif case == "snapshot of another version (mix-and-match)":
@@ -150,7 +138,8 @@ def test_a_bad_release_is_refused_naming_the_check(
         root.to_file(str(repo / "metadata" / "2.root.json"))
     elif case == "repository unreachable":
         url = "http://127.0.0.1:9"
-    got = verifier(tmp_path, repo, url, max_bytes).check(device)
+    with stack:
+        got = verifier(tmp_path, repo, url, max_bytes).check(device)
     assert isinstance(got, Refused), got
     assert got.check == check, got.reason
 

@@ -4,15 +4,13 @@ readings flow; a bad one is refused or rolled back and the old model scores on."
 
 from __future__ import annotations
 
-import functools
 import threading
 from collections.abc import Callable, Iterator
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
-from agent_fixtures import Collector, Names, Publisher, batched_payloads, make_bundle, stream
+from agent_fixtures import Collector, Names, Publisher, batched_payloads, make_bundle, static_server, stream
 
 from edgevae.demo.broker import Broker
 from edgevae.export.repo_mirror import mirror
@@ -20,11 +18,6 @@ from edgevae.export.repo_publish import publish
 from edgevae.export.repository import init
 
 FAST = {"poll_s": 0.3, "shadow_s": 1.0, "shadow_min_windows": 20, "probation_s": 0.0, "group": "canary"}
-
-
-class _Quiet(SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
 
 
 @pytest.fixture
@@ -35,12 +28,8 @@ def repo(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def served(repo: Path) -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Quiet, directory=str(repo)))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with static_server(repo) as url:
+        yield url
 
 
 def updates_section(repo: Path, url: str, **extra: Any) -> dict[str, Any]:
