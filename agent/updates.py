@@ -5,7 +5,10 @@ candidate, shadow scoring), so scoring never waits for them. The scoring thread 
 it scores and, between two batches, swaps to the model this thread hands over (`take_swap`). Every step is
 persisted (`edgevae.agent.model_store`) and published retained on `<prefix>/<agent>/update`:
 
-    {"schema": 1, "agent": "edge-0042", "step": "shadow", "release": 17, "reason": "", "time": ...}
+    {"schema": 1, "agent": "edge-0042", "group": "canary", "step": "shadow", "release": 17, "reason": "",
+     "running": 16, "time": ...}
+
+`running` is the release the device scores with (0: the bundle it was installed with).
 
 Steps: received, verified, staged, shadow, probation, committed, rolled_back, rejected. A release that
 was rejected or rolled back is never taken again; one equal to the running release is a no-op. Expired or
@@ -127,13 +130,20 @@ class Updates:
 
     # --- the update thread ------------------------------------------------------------------------------
 
+    def _message(self, step: str, release: int | None, reason: str, extra: dict[str, object]) -> bytes:
+        active = self.store.state.active
+        message: dict[str, object] = {
+            "schema": SCHEMA, "agent": self.agent_id, "group": self.cfg.group, "step": step, "release": release,
+            "reason": reason, "running": active.release if active is not None else 0,
+        }  # fmt: skip
+        message.update(extra)
+        message["time"] = round(time.time(), 3)
+        return json.dumps(message, separators=(",", ":")).encode()
+
     def say(self, step: Step, release: int | None, reason: str = "", **extra: object) -> None:
         self.store.state.record(step, release, reason)
         self.store.save()
-        message = {"schema": SCHEMA, "agent": self.agent_id, "step": step, "release": release, "reason": reason}
-        message.update(extra)
-        message["time"] = round(time.time(), 3)
-        self.publish(json.dumps(message, separators=(",", ":")).encode())
+        self.publish(self._message(step, release, reason, extra))
         log = logger.warning if step in ("rejected", "rolled_back") else logger.info
         log("update: %s release %s%s", step, release, f": {reason}" if reason else "")
 
@@ -158,14 +168,11 @@ class Updates:
                 logger.exception("model update failed; the running model goes on")
 
     def _say_current(self) -> None:
-        """Publish the state as it stands at start (retained), e.g. a rollback made while recovering."""
+        """Publish the state as it stands at start (retained): which group the device is in and what it runs,
+        for the fleet tools, and e.g. a rollback made while recovering."""
         state = self.store.state
-        if state.step == "idle":
-            return
         release = state.history[-1]["release"] if state.history else None
-        message = {"schema": SCHEMA, "agent": self.agent_id, "step": state.step, "release": release}
-        message.update(reason=state.reason, time=round(time.time(), 3))
-        self.publish(json.dumps(message, separators=(",", ":")).encode())
+        self.publish(self._message(state.step, release, state.reason, {}))
 
     def _probation(self) -> None:
         state = self.store.state

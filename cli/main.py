@@ -110,6 +110,20 @@ def _add_publish(sub: argparse._SubParsersAction[argparse.ArgumentParser], comma
     add_publish_arguments(parser)
 
 
+def _add_rollout(sub: argparse._SubParsersAction[argparse.ArgumentParser], command: str | None) -> None:
+    from edgevae.cli.fleet import add_rollout_arguments
+
+    parser = sub.add_parser("rollout", help="publish to a canary group, then promote to the fleet once they commit")
+    add_rollout_arguments(parser)
+
+
+def _add_fleet(sub: argparse._SubParsersAction[argparse.ArgumentParser], command: str | None) -> None:
+    from edgevae.cli.fleet import add_fleet_arguments
+
+    parser = sub.add_parser("fleet", help="what the fleet's agents say: `edgevae fleet status`")
+    add_fleet_arguments(parser)
+
+
 _SUBCOMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser], str | None], None]] = [
     _add_train,
     _add_export,
@@ -118,6 +132,8 @@ _SUBCOMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]
     _add_demo,
     _add_repo,
     _add_publish,
+    _add_rollout,
+    _add_fleet,
 ]
 
 

@@ -18,46 +18,46 @@ CREDENTIAL = "mqtt-password"
 def add_repo_arguments(parser: argparse.ArgumentParser) -> None:
     actions = parser.add_subparsers(dest="repo_command", required=True, metavar="ACTION")
     init = actions.add_parser("init", help="create a repository with new keys (root keys to move offline)")
-    _add_repo_flag(init)
+    add_repo_flag(init)
     init.add_argument("--root-keys", type=int, default=3, help="number of root keys (default: 3)")
     init.add_argument("--root-threshold", type=int, default=2, help="root keys needed to sign a new root (default: 2)")
     init.set_defaults(func=_init)
     status = actions.add_parser("status", help="role versions, expiry and keys; the releases devices can see")
-    _add_repo_flag(status)
+    add_repo_flag(status)
     status.set_defaults(func=_status)
     rotate = actions.add_parser("rotate-key", help="replace a role's keys (needs the root threshold in keys/)")
     rotate.add_argument("role", choices=["root", "targets", "snapshot", "timestamp"], help="the role whose keys change")
-    _add_repo_flag(rotate)
+    add_repo_flag(rotate)
     rotate.set_defaults(func=_rotate)
     refresh = actions.add_parser(
         "refresh-timestamp", help="re-sign timestamp (and renew snapshot/targets near expiry); the timer runs it"
     )
-    _add_repo_flag(refresh)
-    _add_mqtt_flags(refresh)
+    add_repo_flag(refresh)
+    add_mqtt_flags(refresh)
     refresh.set_defaults(func=_refresh)
     mirror = actions.add_parser("mirror", help="publish the repository to MQTT as retained messages")
-    _add_repo_flag(mirror)
-    _add_mqtt_flags(mirror, required=True)
+    add_repo_flag(mirror)
+    add_mqtt_flags(mirror, required=True)
     mirror.set_defaults(func=_mirror)
 
 
 def add_publish_arguments(parser: argparse.ArgumentParser) -> None:
-    _add_repo_flag(parser)
+    add_repo_flag(parser)
     parser.add_argument("--bundle", type=Path, required=True, help="bundle folder or .tar.gz from `edgevae export`")
     parser.add_argument("--fleet", action="append", default=[], metavar="GROUP", help="fleet group; repeatable")
     parser.add_argument("--device", action="append", default=[], metavar="ID", help="agent id; repeatable")
     parser.add_argument(
         "--hardware", action="append", default=[], metavar="ID", help="hardware id it is for; repeatable (default: any)"
     )
-    _add_mqtt_flags(parser)
+    add_mqtt_flags(parser)
     parser.set_defaults(func=_publish)
 
 
-def _add_repo_flag(parser: argparse.ArgumentParser) -> None:
+def add_repo_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repo", type=Path, required=True, metavar="DIR", help="the repository folder")
 
 
-def _add_mqtt_flags(parser: argparse.ArgumentParser, required: bool = False) -> None:
+def add_mqtt_flags(parser: argparse.ArgumentParser, required: bool = False) -> None:
     after = "" if required else " afterwards"
     parser.add_argument(
         "--mqtt", required=required, metavar="URL", help=f"mirror to this broker{after}: mqtt[s]://host[:port]"
@@ -76,7 +76,7 @@ def _add_mqtt_flags(parser: argparse.ArgumentParser, required: bool = False) -> 
     )
 
 
-def _password(args: argparse.Namespace) -> str | None:
+def mqtt_password(args: argparse.Namespace) -> str | None:
     path: Path | None = args.mqtt_password_file
     if path is None and os.environ.get("CREDENTIALS_DIRECTORY"):
         candidate = Path(os.environ["CREDENTIALS_DIRECTORY"]) / CREDENTIAL
@@ -95,7 +95,7 @@ def _mirror_if_asked(args: argparse.Namespace) -> None:
         return
     from edgevae.export.repo_mirror import mirror
 
-    result = mirror(args.repo, args.mqtt, args.prefix, args.mqtt_username, _password(args), args.mqtt_ca)
+    result = mirror(args.repo, args.mqtt, args.prefix, args.mqtt_username, mqtt_password(args), args.mqtt_ca)
     print(result.summary())
 
 

@@ -13,19 +13,17 @@ The mirror is a transport only: devices verify every byte with TUF, so it needs 
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
 from edgevae.agent.release import REPO_TOPIC, repo_topic
-from edgevae.core.errors import ConfigError, ExportError
+from edgevae.core.errors import ExportError
+from edgevae.export.mqtt_client import close, connect
 from edgevae.export.repo_store import Current, Repository, load_current, open_repository, root_versions
 
 logger = logging.getLogger(__name__)
@@ -74,40 +72,10 @@ class _Publisher:
     """One MQTT 5 connection that publishes retained QoS 1 messages and waits for each PUBACK."""
 
     def __init__(self, url: str, username: str | None, password: str | None, ca_file: Path | None, timeout: float):
-        parts = urlsplit(url)
-        if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
-            msg = f"--mqtt must be mqtt://host[:port] or mqtts://host[:port], got {url!r}"
-            raise ConfigError(msg)
         self.timeout = timeout
         self.refused: dict[int, ReasonCode] = {}
-        self._connected = threading.Event()
-        self._connack: ReasonCode | None = None
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
-        self.client.on_connect = self._on_connect
+        self.client = connect(url, username, password, ca_file, timeout)
         self.client.on_publish = self._on_publish
-        if username:
-            self.client.username_pw_set(username, password)
-        if parts.scheme == "mqtts":
-            self.client.tls_set(ca_certs=str(ca_file) if ca_file else None)
-        port = parts.port or (8883 if parts.scheme == "mqtts" else 1883)
-        try:
-            self.client.connect(parts.hostname, port)
-        except OSError as exc:
-            msg = f"cannot reach the broker at {url}: {exc}"
-            raise ExportError(msg, remedy="check --mqtt and that the broker is running") from None
-        self.client.loop_start()
-        if not self._connected.wait(timeout):
-            self.close()
-            msg = f"the broker at {url} did not answer CONNECT within {timeout:.0f} s"
-            raise ExportError(msg)
-        if self._connack is not None and self._connack.is_failure:
-            self.close()
-            msg = f"the broker at {url} refused the connection: {self._connack}"
-            raise ExportError(msg, remedy="check --mqtt-username, the password file and the broker's ACL")
-
-    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: ReasonCode, props: Any) -> None:
-        self._connack = reason
-        self._connected.set()
 
     def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason: ReasonCode, props: Any) -> None:
         # A PUBACK can carry a refusal (e.g. "Not authorized" from an ACL): acknowledged is not accepted.
@@ -130,8 +98,7 @@ class _Publisher:
                 raise ExportError(msg, remedy="the mirror's account needs write access to the repository topics")
 
     def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
+        close(self.client)
 
 
 def mirror(

@@ -38,7 +38,7 @@ def updates_section(repo: Path, url: str, **extra: Any) -> dict[str, Any]:
 
 def steps(collector: Collector, names: Names) -> list[tuple[str, int | None]]:
     topic = f"{names.prefix}/{names.agent_id}/update"
-    return [(m.json()["step"], m.json()["release"]) for m in collector.on(topic)]
+    return [(m.json()["step"], m.json()["release"]) for m in collector.on(topic) if m.json()["step"] != "idle"]
 
 
 def wait_step(collector: Collector, names: Names, step: str, timeout: float = 30.0) -> dict[str, Any]:
