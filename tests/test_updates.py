@@ -4,14 +4,33 @@ readings flow; a bad one is refused or rolled back and the old model scores on."
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import onnx
 import pytest
-from agent_fixtures import Collector, Names, Publisher, batched_payloads, make_bundle, static_server, stream
+from agent_fixtures import (
+    CHANNELS,
+    MEAN,
+    STD,
+    WINDOW,
+    Collector,
+    Names,
+    Publisher,
+    batched_payloads,
+    make_bundle,
+    static_server,
+    stream,
+)
+from onnx import TensorProto, helper, numpy_helper
 
+from edgevae.agent.backends import create_backend
+from edgevae.agent.bundle import describe_files, load_bundle, write_manifest
+from edgevae.agent.golden import GOLDEN_FILE, write_golden
 from edgevae.demo.broker import Broker
 from edgevae.export.repo_mirror import mirror
 from edgevae.export.repo_publish import publish
@@ -159,3 +178,69 @@ def test_a_broker_without_a_repository_is_no_refusal(
     run_agent(updates={"trusted_root": str(repo / "metadata" / "1.root.json"), "transport": "mqtt", **FAST})
     threading.Event().wait(2.5)
     assert steps(collector, names) == [], "nothing mirrored yet: nothing to say"
+
+
+def nan_model_bundle(root: Path) -> Path:
+    """A model that passes its golden windows (readings two std above the mean) and scores NaN on normal
+    readings: sqrt(z - 1) of each standardised value."""
+    root.mkdir(parents=True)
+    channels = len(CHANNELS)
+    mean = numpy_helper.from_array(MEAN.astype(np.float32).reshape(1, 1, channels), "mean")
+    std = numpy_helper.from_array(STD.astype(np.float32).reshape(1, 1, channels), "std")
+    one = numpy_helper.from_array(np.ones((1, 1, channels), dtype=np.float32), "one")
+    nodes = [
+        helper.make_node("Sub", ["window", "mean"], ["centered"]),
+        helper.make_node("Div", ["centered", "std"], ["z"]),
+        helper.make_node("Sub", ["z", "one"], ["shifted"]),
+        helper.make_node("Sqrt", ["shifted"], ["root"]),
+        helper.make_node("ReduceMean", ["root"], ["channel_error"], axes=[1], keepdims=0),
+        helper.make_node("ReduceMean", ["channel_error"], ["score"], axes=[1], keepdims=0),
+    ]
+    graph = helper.make_graph(
+        nodes, "nan_on_normal",
+        [helper.make_tensor_value_info("window", TensorProto.FLOAT, ["batch", WINDOW, channels])],
+        [helper.make_tensor_value_info("score", TensorProto.FLOAT, ["batch"]),
+         helper.make_tensor_value_info("channel_error", TensorProto.FLOAT, ["batch", channels])],
+        initializer=[mean, std, one],
+    )  # fmt: skip
+    onnx.save(
+        helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), str(root / "model.onnx")
+    )
+    windows = np.broadcast_to((MEAN + 2 * STD).astype(np.float32), (4, WINDOW, channels)).copy()
+    backend = create_backend(root / "model.onnx")
+    golden = write_golden(root, windows, backend.run(windows).score)
+    backend.close()
+    reference = load_bundle(make_bundle(root.parent / "reference")).manifest
+    manifest = dataclasses.replace(
+        reference, model_version="2.0.0", files=describe_files(root, ["model.onnx", GOLDEN_FILE]), golden=golden
+    )
+    write_manifest(root, manifest)
+    return root
+
+
+def test_a_release_that_scores_nan_is_rolled_back_in_shadow(
+    tmp_path: Path, repo: Path, served: str, run_agent: Callable[..., Any], collector: Collector,
+    names: Names, publisher: Publisher,
+) -> None:  # fmt: skip
+    service = run_agent(updates=updates_section(repo, served))
+    stop = threading.Event()
+    sent = feed(publisher, names, 4000, stop)
+    publish(repo, nan_model_bundle(tmp_path / "nan"), fleet=["canary"])
+    rolled = wait_step(collector, names, "rolled_back", 30)
+    stop.set()
+    sent()
+    assert "shadow:" in rolled["reason"]
+    assert "NaN or infinity" in rolled["reason"]
+    assert [s for s, _ in steps(collector, names)] == ["received", "verified", "staged", "shadow", "rolled_back"]
+    assert service.manifest.model_version == "1.0.0"
+
+
+def test_an_unreachable_repository_stops_updates_not_scoring(
+    repo: Path, run_agent: Callable[..., Any], collector: Collector, names: Names, publisher: Publisher
+) -> None:
+    run_agent(updates=updates_section(repo, "http://127.0.0.1:9"))
+    refused = wait_step(collector, names, "rejected", 15)
+    assert refused["check"] == "unreachable"
+    publisher.send(names.data("pump-1"), batched_payloads(stream(40), per_message=4))
+    stats = collector.latest_json(names.stats, lambda s: s["readings"] == 40, 10)
+    assert stats["windows_scored"] > 0, "the running model scores on"
