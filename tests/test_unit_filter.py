@@ -12,10 +12,22 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
-from agent_fixtures import Collector, Names, Publisher, agent_document, batched_payloads, stream, to_toml
+from agent_fixtures import (
+    T0,
+    Collector,
+    Names,
+    Publisher,
+    agent_document,
+    batched_payloads,
+    make_bundle,
+    static_server,
+    stream,
+    to_toml,
+)
 
 from edgevae.demo.broker import Broker
 
@@ -78,3 +90,49 @@ def test_the_agent_scores_and_stops_under_the_filter(
                 proc.wait(10)
     collector.wait_payload(names.status, b"stopped")
     assert "Traceback" not in log.read_text()
+
+
+def test_the_agent_takes_a_signed_update_under_the_filter(
+    tmp_path: Path, broker: Broker, bundle: Path, names: Names, collector: Collector, publisher: Publisher
+) -> None:
+    """Verifying, downloading, staging (fsync, rename), self-testing and swapping all pass the unit's filter."""
+    from edgevae.export.repo_publish import publish
+    from edgevae.export.repository import init
+
+    init(tmp_path / "repo")
+    with static_server(tmp_path / "repo") as url:
+        updates = {
+            "trusted_root": str(tmp_path / "repo" / "metadata" / "1.root.json"), "transport": "http", "url": url,
+            "group": "canary", "poll_s": 0.3, "shadow_s": 0.5, "shadow_min_windows": 10, "probation_s": 0.0,
+        }  # fmt: skip
+        config = tmp_path / "agent.toml"
+        config.write_text(to_toml(agent_document(broker, bundle, names, updates=updates)))
+        log = tmp_path / "agent.log"
+        with log.open("wb") as out:
+            proc = subprocess.Popen(
+                _under_filter(sys.executable, "-m", "edgevae.agent", "--config", str(config), strict=False),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+            try:
+                collector.wait_payload(names.status, b"online", timeout=30)
+                publish(tmp_path / "repo", make_bundle(tmp_path / "v2", model_version="2.0.0"), fleet=["canary"])
+                topic = f"{names.prefix}/{names.agent_id}/update"
+                ends = ("committed", "rejected", "rolled_back")
+                deadline = time.monotonic() + 30
+                for start in range(0, 40_000, 40):
+                    publisher.send(names.data("pump"), batched_payloads(stream(40), T0 + start))
+                    if any(m.json()["step"] in ends for m in collector.on(topic)) or time.monotonic() > deadline:
+                        break
+                    time.sleep(0.05)
+                final = collector.latest_json(topic, lambda u: u["step"] in ends, 5)
+                assert final["step"] == "committed", (final, log.read_text()[-3000:])
+                proc.send_signal(signal.SIGTERM)
+                assert proc.wait(20) == 0, log.read_text()
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait(10)
+    text = log.read_text()
+    assert "Traceback" not in text
+    assert "Operation not permitted" not in text
