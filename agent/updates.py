@@ -262,6 +262,7 @@ class Updates:
             self.feed.get_nowait()  # batches from before the candidate was ready
         self._shadow = candidate
         started = time.monotonic()
+        failed: str | None = None
         try:
             while not stop.is_set():
                 done = time.monotonic() - started >= self.cfg.shadow_s and stats.windows >= self.bounds.min_windows
@@ -273,7 +274,11 @@ class Updates:
                 except queue.Empty:
                     continue
                 t0 = time.perf_counter()
-                cand = candidate.backend.run(windows).score
+                try:
+                    cand = candidate.backend.run(windows).score
+                except Exception as exc:  # a model that cannot score what the live one scores fails its shadow
+                    failed = f"scoring failed on a batch of {len(windows)} windows: {exc}"
+                    break
                 stats.observe(scores, active_threshold, seconds, cand, threshold, time.perf_counter() - t0)
         finally:
             self._shadow = None

@@ -244,3 +244,44 @@ def test_an_unreachable_repository_stops_updates_not_scoring(
     publisher.send(names.data("pump-1"), batched_payloads(stream(40), per_message=4))
     stats = collector.latest_json(names.stats, lambda s: s["readings"] == 40, 10)
     assert stats["windows_scored"] > 0, "the running model scores on"
+
+
+def single_window_model_bundle(root: Path) -> Path:
+    """A model that scores one window at a time only (its graph reshapes to a batch of 1): it passes a
+    golden set of one window and fails on the batches a live agent scores."""
+    root.mkdir(parents=True)
+    make_bundle(root.parent / "reference")
+    model = onnx.load(str(root.parent / "reference" / "model.onnx"))
+    shape = numpy_helper.from_array(np.array([1, WINDOW, len(CHANNELS)], dtype=np.int64), "one_window")
+    model.graph.initializer.append(shape)
+    model.graph.node.insert(0, helper.make_node("Reshape", ["window", "one_window"], ["window_1"]))
+    for node in model.graph.node[1:]:
+        node.input[:] = ["window_1" if name == "window" else name for name in node.input]
+    onnx.save(model, str(root / "model.onnx"))
+    windows = stream(WINDOW)[None].astype(np.float32)
+    backend = create_backend(root / "model.onnx")
+    golden = write_golden(root, windows, backend.run(windows).score)
+    backend.close()
+    reference = load_bundle(root.parent / "reference").manifest
+    files = describe_files(root, ["model.onnx", GOLDEN_FILE])
+    write_manifest(root, dataclasses.replace(reference, model_version="2.0.0", files=files, golden=golden))
+    return root
+
+
+def test_a_release_that_fails_to_score_live_batches_is_rolled_back_in_shadow(
+    tmp_path: Path, repo: Path, served: str, run_agent: Callable[..., Any], collector: Collector,
+    names: Names, publisher: Publisher,
+) -> None:  # fmt: skip
+    service = run_agent(updates=updates_section(repo, served))
+    publish(repo, single_window_model_bundle(tmp_path / "single"), fleet=["canary"])
+    payloads = batched_payloads(stream(4000), per_message=16)  # four windows due per message
+    topic = f"{names.prefix}/{names.agent_id}/update"
+    for payload in payloads:
+        if any(m.json()["step"] == "rolled_back" for m in collector.on(topic)):
+            break
+        publisher.send(names.data("pump-1"), payload)
+        threading.Event().wait(0.02)
+    rolled = wait_step(collector, names, "rolled_back", 5)
+    assert "scoring failed on a batch of" in rolled["reason"]
+    assert service.manifest.model_version == "1.0.0"
+    assert [s for s, _ in steps(collector, names)][-1] == "rolled_back", "not left hanging in shadow"
