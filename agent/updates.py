@@ -298,6 +298,7 @@ class Updates:
 
     def committed(self, candidate: Candidate) -> None:
         """Called by the scoring thread once it scores with `candidate`."""
+        self.scoring_failed.clear()  # failures of the model before do not count against this one
         if candidate.rollback:
             return
         self.store.commit(candidate.installed, self.cfg.probation_s)

@@ -31,6 +31,7 @@ from onnx import TensorProto, helper, numpy_helper
 from edgevae.agent.backends import create_backend
 from edgevae.agent.bundle import describe_files, load_bundle, write_manifest
 from edgevae.agent.golden import GOLDEN_FILE, write_golden
+from edgevae.core.errors import BackendError
 from edgevae.demo.broker import Broker
 from edgevae.export.repo_mirror import mirror
 from edgevae.export.repo_publish import publish
@@ -285,3 +286,28 @@ def test_a_release_that_fails_to_score_live_batches_is_rolled_back_in_shadow(
     assert "scoring failed on a batch of" in rolled["reason"]
     assert service.manifest.model_version == "1.0.0"
     assert [s for s, _ in steps(collector, names)][-1] == "rolled_back", "not left hanging in shadow"
+
+
+def test_a_committed_model_that_fails_in_probation_is_rolled_back(
+    tmp_path: Path, repo: Path, served: str, run_agent: Callable[..., Any], collector: Collector,
+    names: Names, publisher: Publisher,
+) -> None:  # fmt: skip
+    service = run_agent(updates=updates_section(repo, served, probation_s=60.0))
+    stop = threading.Event()
+    sent = feed(publisher, names, 8000, stop)
+    publish(repo, make_bundle(tmp_path / "v2", model_version="2.0.0"), fleet=["canary"])
+    wait_step(collector, names, "probation", 30)
+    assert service.manifest.model_version == "2.0.0"
+
+    def broken(windows: np.ndarray) -> Any:
+        msg = "injected: the runtime fails on every batch"
+        raise BackendError(msg)
+
+    service.backend.run = broken  # the committed model's runtime starts failing
+    rolled = wait_step(collector, names, "rolled_back", 20)
+    assert rolled["reason"] == "scoring failed within the probation period"
+    collector.latest_json(names.stats, lambda s: s["model"]["version"] == "1.0.0", 10)
+    before = collector.latest_json(names.stats, lambda s: True, 5)["windows_scored"]
+    collector.latest_json(names.stats, lambda s: s["windows_scored"] > before, 10)  # scoring again
+    stop.set()
+    sent()
