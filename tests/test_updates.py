@@ -311,3 +311,26 @@ def test_a_committed_model_that_fails_in_probation_is_rolled_back(
     collector.latest_json(names.stats, lambda s: s["windows_scored"] > before, 10)  # scoring again
     stop.set()
     sent()
+
+
+def test_an_alert_open_at_the_swap_is_ended_with_a_reason(
+    tmp_path: Path, repo: Path, served: str, run_agent: Callable[..., Any], collector: Collector,
+    names: Names, publisher: Publisher,
+) -> None:  # fmt: skip
+    run_agent(updates=updates_section(repo, served))
+    payloads = batched_payloads(stream(8000, ("temp", 40, 8000)), per_message=4)  # a fault that goes on
+    topic, alerts = f"{names.prefix}/{names.agent_id}/update", names.alert("pump-1")
+    published = False
+    for payload in payloads:
+        if not published and collector.on(alerts):
+            publish(repo, make_bundle(tmp_path / "v2", model_version="2.0.0"), fleet=["canary"])
+            published = True
+        if any(m.json()["step"] == "committed" for m in collector.on(topic)) and len(collector.on(alerts)) >= 3:
+            break
+        publisher.send(names.data("pump-1"), payload)
+        threading.Event().wait(0.01)
+    first, end, again = (m.json() for m in collector.on(alerts)[:3])
+    assert (first["type"], first["model"]["version"]) == ("alert", "1.0.0")
+    assert (end["type"], end["id"], end["reason"]) == ("end", first["id"], "model_changed")
+    assert (again["type"], again["model"]["version"]) == ("alert", "2.0.0"), "the new model raises its own alert"
+    assert again["id"] != first["id"]
