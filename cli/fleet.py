@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from edgevae.cli.repo import add_mqtt_flags, add_repo_flag, mqtt_password
 
@@ -38,7 +39,7 @@ def add_fleet_arguments(parser: argparse.ArgumentParser) -> None:
     status.set_defaults(func=_status)
 
 
-def _auth(args: argparse.Namespace) -> dict[str, object]:
+def _auth(args: argparse.Namespace) -> dict[str, Any]:
     return {"username": args.mqtt_username, "password": mqtt_password(args), "ca_file": args.mqtt_ca}
 
 

@@ -49,7 +49,11 @@ class FleetWatch:
         self.agents: dict[str, AgentView] = {}
         self.changed = threading.Condition()
         topics = [(f"{prefix}/+/{kind}", 1) for kind in KINDS]
-        self.client = connect(url, username, password, ca_file, timeout, on_connect=lambda c: c.subscribe(topics))
+
+        def subscribe(client: mqtt.Client) -> None:
+            client.subscribe(topics)
+
+        self.client = connect(url, username, password, ca_file, timeout, on_connect=subscribe)
         self.client.on_message = self._on_message
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
