@@ -334,3 +334,22 @@ def test_an_alert_open_at_the_swap_is_ended_with_a_reason(
     assert (end["type"], end["id"], end["reason"]) == ("end", first["id"], "model_changed")
     assert (again["type"], again["model"]["version"]) == ("alert", "2.0.0"), "the new model raises its own alert"
     assert again["id"] != first["id"]
+
+
+def test_over_mqtt_a_bundle_of_several_megabytes_is_taken(
+    tmp_path: Path, repo: Path, broker: Broker, run_agent: Callable[..., Any], collector: Collector,
+    names: Names, publisher: Publisher,
+) -> None:  # fmt: skip
+    big = make_bundle(tmp_path / "v2", model_version="2.0.0")
+    (big / "notes.bin").write_bytes(np.random.default_rng(0).bytes(6 * 1024 * 1024))  # incompressible
+    manifest = load_bundle(big).manifest
+    files = describe_files(big, ["model.onnx", GOLDEN_FILE, "notes.bin"])
+    write_manifest(big, dataclasses.replace(manifest, files=files))
+    publish(repo, big, fleet=["canary"])
+    mirror(repo, broker.url, prefix=names.prefix)
+    run_agent(updates={"trusted_root": str(repo / "metadata" / "1.root.json"), "transport": "mqtt", **FAST})
+    stop = threading.Event()
+    sent = feed(publisher, names, 4000, stop)
+    wait_step(collector, names, "committed", 60)
+    stop.set()
+    sent()
