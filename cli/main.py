@@ -1,4 +1,5 @@
-"""The `edgevae` command: train, export, score, evaluate, demo, and the signed model repository (repo, publish).
+"""The `edgevae` command: train, export, score, evaluate, demo, the signed model repository (repo, publish) and
+periodic retraining (retrain).
 Each subcommand imports only what it needs, so `edgevae score` runs on a machine without torch."""
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from edgevae.core.errors import EdgeVAEError
+from edgevae.core.errors import ConfigError, EdgeVAEError
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +43,21 @@ def _evaluate(args: argparse.Namespace) -> int:
     from edgevae.cli.evaluate import run_from_args
 
     return run_from_args(args)
+
+
+def _retrain(args: argparse.Namespace) -> int:
+    from edgevae.agent.config_file import example_toml
+    from edgevae.evaluation.retrain import retrain
+    from edgevae.evaluation.retrain_config import RetrainConfig, load_retrain_config
+
+    if args.print_config:
+        print(example_toml(RetrainConfig), end="")
+        return 0
+    if args.config is None:
+        msg = "retrain needs --config FILE"
+        raise ConfigError(msg, remedy="write one from `edgevae retrain --print-config`")
+    print(retrain(load_retrain_config(args.config)).summary())
+    return 0
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -87,6 +103,17 @@ def _add_evaluate(sub: argparse._SubParsersAction[argparse.ArgumentParser], comm
     parser.set_defaults(func=_evaluate)
 
 
+def _add_retrain(sub: argparse._SubParsersAction[argparse.ArgumentParser], command: str | None) -> None:
+    parser = sub.add_parser(
+        "retrain", help="train on new normal data, export, refuse a model worse than the field's, publish"
+    )
+    parser.add_argument("--config", type=Path, metavar="FILE", help="the retrain config (TOML)")
+    parser.add_argument(
+        "--print-config", action="store_true", help="print a config with every key, its default and meaning"
+    )
+    parser.set_defaults(func=_retrain)
+
+
 def _add_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser], command: str | None) -> None:
     parser = sub.add_parser("demo", help="train, export, serve and replay a faulty stream end to end")
     if command == "demo":
@@ -129,6 +156,7 @@ _SUBCOMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]
     _add_export,
     _add_score,
     _add_evaluate,
+    _add_retrain,
     _add_demo,
     _add_repo,
     _add_publish,

@@ -9,13 +9,12 @@ Two protocols, both scored point-wise from the agent's debounced decisions (`edg
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -28,6 +27,7 @@ from edgevae.agent.offline import score_table
 from edgevae.agent.table import Table, read_table, write_table
 from edgevae.core import metrics
 from edgevae.core.errors import ConfigError, DataError
+from edgevae.evaluation.commands import run_export, run_train
 
 logger = logging.getLogger(__name__)
 
@@ -88,31 +88,14 @@ def _numeric_stem(path: Path) -> tuple[int, str]:
 
 def _train(cfg: EvalConfig, data: Path, out: Path) -> Path:
     """`edgevae train --data DATA --out OUT` with the evaluation's seed and thread count."""
-    from edgevae.training.config import add_arguments, config_from_args
-    from edgevae.training.train_vae import train
-
     system = ["--seed", str(cfg.seed), "--threads", str(cfg.threads), "--device", "cpu", "--no-progress"]
-    argv = ["--data", str(data), "--out", str(out), *system, *cfg.train_flags]
-    return train(config_from_args(_parse(add_arguments, argv)))
+    return run_train(["--data", str(data), "--out", str(out), *system, *cfg.train_flags])
 
 
 def _export(cfg: EvalConfig, run: Path, out: Path, precision: str) -> Path:
     """`edgevae export --run RUN --out OUT --precision P`."""
-    from edgevae.export.options import add_arguments, export_from_args
-
     argv = ["--run", str(run), "--out", str(out), "--precision", precision, "--model-version", "eval"]
-    argv += cfg.export_flags
-    return export_from_args(_parse(add_arguments, argv)).bundle
-
-
-def _parse(add_arguments: Callable[[argparse.ArgumentParser], None], argv: list[str]) -> argparse.Namespace:
-    """`argv` parsed by a command's own flags: what the command line would have made of it."""
-    parser = argparse.ArgumentParser(exit_on_error=False)
-    add_arguments(parser)
-    try:
-        return parser.parse_args(argv)
-    except argparse.ArgumentError as exc:
-        raise ConfigError(f"{' '.join(argv)}: {exc}") from exc
+    return run_export([*argv, *cfg.export_flags]).bundle
 
 
 def _describe(bundle: Path) -> dict[str, Any]:

@@ -16,6 +16,8 @@ import pytest
         "edgevae.core.metrics",
         "edgevae.agent.readings",
         "edgevae.agent.backends.tensorrt_engine",
+        "edgevae.evaluation.gate",
+        "edgevae.evaluation.retrain_config",
     ],
 )
 def test_doctests(module: str) -> None:

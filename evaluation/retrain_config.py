@@ -1,0 +1,249 @@
+"""`edgevae retrain`'s TOML config: one table per step, validated before anything trains, every problem named by
+key path, value and expectation (the agent's `Table`, `Problems`, TOML reading and messages)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+
+from edgevae.agent.config_base import TOPIC_CHARS, Problems, Table, join_key, readable
+from edgevae.agent.config_file import BadValue, InvalidConfig, _expected, read_toml
+from edgevae.core.errors import ConfigError
+from edgevae.evaluation.commands import FlagError, export_flags, parse_flags, train_flags
+from edgevae.export.repo_publish import NAME, NAME_RULE
+from edgevae.export.repo_store import SETTINGS_NAME
+
+STATE_ENV = "STATE_DIRECTORY"  # set by systemd's StateDirectory=
+_UNSET = "\0unset"  # stands in for the paths retrain passes itself, to see whether a flag overrode them
+
+
+class DataTable(Table):
+    train: str = Field(
+        default="",
+        validate_default=True,
+        description="normal operation to train on: a CSV file, or a folder whose *.csv files are all used, "
+        "subfolders included (one per device, say); each file is split chronologically on its own",
+    )
+    evaluate: str = Field(
+        default="",
+        validate_default=True,
+        description="labelled CSVs for the gate (a CSV file or a folder, subfolders included), each with an "
+        "`anomaly` column of 0/1 as SKAB's; both models score them whole",
+    )
+
+    @field_validator("train", "evaluate")
+    @classmethod
+    def _exists(cls, path: str) -> str:
+        if not path or not Path(path).exists():
+            raise Problems([("", path, "an existing CSV file or folder of CSV files")])
+        return path
+
+
+def _flag_problem(
+    command: str, add: Any, own: list[str], flags: tuple[str, ...], reserved: dict[str, str]
+) -> str | None:
+    """Why `flags` cannot follow retrain's own flags `own` on `command`'s command line, or None."""
+    try:
+        args = parse_flags(add, [*own, *flags])
+    except FlagError as exc:
+        return f"flags of `{command}`: {exc.problem}"
+    given = {flag: getattr(args, dest) for flag, dest in reserved.items()}
+    taken = [flag for flag, value in given.items() if value is not None and str(value) != _UNSET]
+    if taken:
+        return f"flags of `{command}` other than {', '.join(reserved)}, which retrain sets; got {', '.join(taken)}"
+    return None
+
+
+class TrainTable(Table):
+    # Not strict: a TOML array arrives as a list.
+    flags: tuple[str, ...] = Field(
+        default=(),
+        strict=False,
+        description='extra `edgevae train` flags, e.g. ["--epochs", "30"]; none: the defaults `edgevae train` '
+        "ships with",
+    )
+
+    @field_validator("flags")
+    @classmethod
+    def _train_flags(cls, flags: tuple[str, ...]) -> tuple[str, ...]:
+        from edgevae.training.config import config_from_args, validate_config
+
+        reserved = {"--data": "data", "--out": "out"}
+        problem = _flag_problem("edgevae train", train_flags(), ["--out", _UNSET], flags, reserved)
+        if problem is None:
+            try:
+                # The settings' own rules too (a window the conv VAE cannot take), before an hour of training.
+                args = parse_flags(train_flags(), ["--out", _UNSET, *flags])
+                validate_config(config_from_args(args))
+            except ConfigError as exc:
+                problem = f"flags of `edgevae train`: {exc}"
+        if problem:
+            raise Problems([("", list(flags), problem)])
+        return flags
+
+
+class ExportTable(Table):
+    flags: tuple[str, ...] = Field(
+        default=(),
+        strict=False,
+        description='extra `edgevae export` flags, e.g. ["--precision", "fp16"]; none: the defaults `edgevae '
+        "export` ships with",
+    )
+    model_id: str = Field(
+        default="edgevae",
+        description="model id in each bundle's manifest: the same every run, so releases are versions of one model "
+        "(the version is the export's UTC time)",
+    )
+
+    @field_validator("flags")
+    @classmethod
+    def _export_flags(cls, flags: tuple[str, ...]) -> tuple[str, ...]:
+        reserved = {"--run": "run", "--out": "out", "--model-id": "model_id"}
+        problem = _flag_problem("edgevae export", export_flags(), ["--run", _UNSET, "--out", _UNSET], flags, reserved)
+        if problem:
+            raise Problems([("", list(flags), problem)])
+        return flags
+
+    @field_validator("model_id")
+    @classmethod
+    def _name(cls, model_id: str) -> str:
+        if not NAME.fullmatch(model_id):
+            raise Problems([("", model_id, NAME_RULE)])
+        return model_id
+
+
+class GateTable(Table):
+    metric: Literal["f1", "far", "mar"] = Field(
+        default="f1",
+        description="what must not get worse, over all evaluation rows: f1 (higher is better), far or mar "
+        "(false and missed alarm rates in percent, lower is better)",
+    )
+    tolerance: float = Field(
+        default=0.01,
+        ge=0,
+        description="refuse the candidate when its metric is worse than the field model's by more than this, in "
+        "the metric's units (f1: 0-1, far and mar: percentage points)",
+    )
+
+
+class PublishTable(Table):
+    repo: str = Field(
+        default="",
+        validate_default=True,
+        description="the signed model repository folder (`edgevae repo init`); the field model is read from it",
+    )
+    fleet: tuple[str, ...] = Field(
+        default=("canary",),
+        strict=False,
+        description="fleet groups the release is for; the gate compares with the model the first one runs",
+    )
+    mqtt: str = Field(
+        default="", description="mirror the repository to this broker after publishing: mqtt[s]://host[:port]"
+    )
+    prefix: str = Field(default="edgevae", description="topic prefix of the MQTT mirror")
+    mqtt_username: str = Field(default="", description="broker user name of the mirror")
+    mqtt_password_file: str = Field(
+        default="",
+        description="file holding the mirror's broker password; empty: $CREDENTIALS_DIRECTORY/mqtt-password "
+        "(systemd LoadCredential=) if present",
+    )
+    mqtt_ca: str = Field(default="", description="CA certificate for mqtts://; empty: the system's")
+
+    @model_validator(mode="after")
+    def _valid(self) -> PublishTable:
+        problems: list[tuple[str, Any, str]] = []
+        if not (Path(self.repo) / SETTINGS_NAME).is_file():
+            problems.append(("repo", self.repo, "a repository folder made by `edgevae repo init`"))
+        if not self.fleet:
+            problems.append(("fleet", [], "at least one fleet group"))
+        problems += [(f"fleet[{i}]", g, NAME_RULE) for i, g in enumerate(self.fleet) if not NAME.fullmatch(g)]
+        if self.mqtt and not self.mqtt.startswith(("mqtt://", "mqtts://")):
+            problems.append(("mqtt", self.mqtt, "mqtt://host[:port] or mqtts://host[:port], or empty"))
+        if not self.prefix or TOPIC_CHARS & set(self.prefix):
+            problems.append(("prefix", self.prefix, "a non-empty topic level without '+', '#' or '/'"))
+        for key in ("mqtt_password_file", "mqtt_ca"):
+            if getattr(self, key) and not readable(getattr(self, key)):
+                problems.append((key, getattr(self, key), "a readable file, or empty"))
+        if problems:
+            raise Problems(problems)
+        return self
+
+
+def default_directory(environ: Mapping[str, str] | None = None) -> Path:
+    """`$STATE_DIRECTORY/runs` (the first of systemd's StateDirectory=), else `$XDG_STATE_HOME/edgevae-retrain/runs`.
+
+    >>> str(default_directory({"STATE_DIRECTORY": "/var/lib/edgevae-retrain:/var/lib/edgevae-repo"}))
+    '/var/lib/edgevae-retrain/runs'
+    """
+    env = os.environ if environ is None else environ
+    if env.get(STATE_ENV):
+        return Path(env[STATE_ENV].split(":")[0]) / "runs"
+    base = env.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return Path(base) / "edgevae-retrain" / "runs"
+
+
+class OutputTable(Table):
+    directory: str = Field(
+        default="",
+        description="one folder per retrain is made here, named by its UTC start time: run/, bundle/, report.json; "
+        "empty: $STATE_DIRECTORY/runs (systemd's StateDirectory=), else $XDG_STATE_HOME/edgevae-retrain/runs",
+    )
+
+    @property
+    def path(self) -> Path:
+        return Path(self.directory) if self.directory else default_directory()
+
+
+class RetrainConfig(Table):
+    data: DataTable = Field(default_factory=DataTable, description="what to train on and what to gate on")
+    train: TrainTable = Field(default_factory=TrainTable, description="`edgevae train`")
+    export: ExportTable = Field(default_factory=ExportTable, description="`edgevae export`")
+    gate: GateTable = Field(default_factory=GateTable, description="what a candidate must do to be published")
+    publish: PublishTable = Field(default_factory=PublishTable, description="the release")
+    output: OutputTable = Field(default_factory=OutputTable, description="where each run is kept")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _validate_left_out_tables(cls, data: Any) -> Any:
+        # As the agent's config: a table left out is validated from {}, so its required keys are named.
+        if isinstance(data, Mapping):
+            return {**{name: {} for name in cls.model_fields}, **data}
+        return data
+
+
+def load_retrain_config(path: str | Path) -> RetrainConfig:
+    """The config file read and validated; InvalidConfig lists every problem, each with its key path."""
+    try:
+        return RetrainConfig.model_validate(read_toml(path))
+    except ValidationError as exc:
+        raise InvalidConfig(_bad_values(exc)) from None
+
+
+def _bad_values(exc: ValidationError) -> list[BadValue]:
+    """pydantic's errors by key path, worded as the agent's (`edgevae.agent.config_file.bad_values_of`, which
+    walks the agent's own Config only)."""
+    out: list[BadValue] = []
+    for error in exc.errors():
+        path = ""
+        table: type[BaseModel] = RetrainConfig
+        tp: Any = RetrainConfig
+        meta: list[Any] = []
+        for part in error["loc"]:
+            if isinstance(part, int):  # an item of a list
+                path, tp, meta = f"{path}[{part}]", get_args(tp)[0], []
+            elif isinstance(tp, type) and issubclass(tp, BaseModel):
+                table, path = tp, join_key(path, part)
+                field = table.model_fields.get(part)
+                tp, meta = (field.annotation, field.metadata) if field is not None else (Any, [])
+        value, cause = error["input"], (error.get("ctx") or {}).get("error")
+        if isinstance(cause, Problems):
+            out += [BadValue(join_key(path, key), v, expected) for key, v, expected in cause.problems]
+        elif error["type"] == "extra_forbidden":
+            out.append(BadValue(path, value, f"unknown key; allowed keys: {', '.join(table.model_fields)}"))
+        else:
+            out.append(BadValue(path, value, _expected(tp, meta)))
+    return out
