@@ -56,7 +56,11 @@ def _retrain(args: argparse.Namespace) -> int:
     if args.config is None:
         msg = "retrain needs --config FILE"
         raise ConfigError(msg, remedy="write one from `edgevae retrain --print-config`")
-    print(retrain(load_retrain_config(args.config)).summary())
+    config = load_retrain_config(args.config)
+    if args.check_config:
+        print(f"{args.config}: config OK")
+        return 0
+    print(retrain(config).summary())
     return 0
 
 
@@ -111,6 +115,7 @@ def _add_retrain(sub: argparse._SubParsersAction[argparse.ArgumentParser], comma
     parser.add_argument(
         "--print-config", action="store_true", help="print a config with every key, its default and meaning"
     )
+    parser.add_argument("--check-config", action="store_true", help="validate the config and exit, training nothing")
     parser.set_defaults(func=_retrain)
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 from agent_fixtures import Collector
-from trained_runs import _SCALE, CHANNELS, SMALL, SYSTEM, T0, synthetic_readings, write_readings
+from trained_runs import CHANNELS, SMALL, SYSTEM, T0, synthetic_readings, write_readings
 
 from edgevae.agent.bundle import load_bundle
 from edgevae.agent.release import repo_topic
@@ -50,9 +50,10 @@ class World:
 
 def _labelled(path: Path, seed: int) -> None:
     values = synthetic_readings(1600, seed)
+    spread = values.std(axis=0)
     labels = np.zeros(len(values), dtype=np.int8)
     for start, rows, channel in FAULTS:
-        values[start : start + rows, channel] += 3.0 * _SCALE[channel]
+        values[start : start + rows, channel] += 3.0 * spread[channel]
         labels[start : start + rows] = 1
     timestamps = T0 + np.arange(len(values), dtype=np.float64)
     write_table(Table(str(path), timestamps, values, CHANNELS, labels), path)
@@ -64,8 +65,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> World:
     for device, seed in (("pump-1", 0), ("pump-2", 1)):
         (root / "normal" / device).mkdir(parents=True)
         write_readings(root / "normal" / device / "week.csv", rows=3000, seed=seed)
-    rng = np.random.default_rng(7)
-    noisy = synthetic_readings(6000, 2) + 20.0 * _SCALE * rng.standard_normal((6000, len(CHANNELS)))
+    clean = synthetic_readings(6000, 2)
+    noisy = clean + 20.0 * clean.std(axis=0) * np.random.default_rng(7).standard_normal(clean.shape)
     (root / "polluted").mkdir()
     write_table(Table("noisy", T0 + np.arange(6000.0), noisy, CHANNELS, None), root / "polluted" / "week.csv")
     (root / "labelled").mkdir()
@@ -333,6 +334,22 @@ def test_a_missing_config_file_and_no_config_are_config_errors(
     assert "cannot read config file" in capsys.readouterr().err
     assert main(["retrain"]) == 2
     assert "retrain needs --config FILE (write one from `edgevae retrain --print-config`)" in capsys.readouterr().err
+
+
+def test_check_config_validates_and_trains_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "normal").mkdir()
+    (tmp_path / "labelled").mkdir()
+    init(tmp_path / "repo")
+    config = write_config(
+        tmp_path / "retrain.toml",
+        data={"train": str(tmp_path / "normal"), "evaluate": str(tmp_path / "labelled")},
+        train={"flags": ["--epochs", "3"]},
+        publish={"repo": str(tmp_path / "repo")},
+        output={"directory": str(tmp_path / "runs")},
+    )
+    assert main(["retrain", "--config", str(config), "--check-config"]) == 0
+    assert capsys.readouterr().out == f"{config}: config OK\n"
+    assert not (tmp_path / "runs").exists()
 
 
 def test_the_systemd_example_is_the_printed_config(capsys: pytest.CaptureFixture[str]) -> None:
