@@ -53,8 +53,7 @@ class FleetWatch:
         def subscribe(client: mqtt.Client) -> None:
             client.subscribe(topics)
 
-        self.client = connect(url, username, password, ca_file, timeout, on_connect=subscribe)
-        self.client.on_message = self._on_message
+        self.client = connect(url, username, password, ca_file, timeout, subscribe, self._on_message)
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         try:

@@ -23,8 +23,12 @@ def connect(
     ca_file: Path | None = None,
     timeout: float = 30.0,
     on_connect: Callable[[mqtt.Client], None] | None = None,
+    on_message: Callable[[mqtt.Client, Any, mqtt.MQTTMessage], None] | None = None,
 ) -> mqtt.Client:
-    """Connect to `url` (mqtt:// or mqtts://) and start paho's loop; `on_connect` runs on every (re)connect."""
+    """Connect to `url` (mqtt:// or mqtts://) and start paho's loop; `on_connect` runs on every (re)connect.
+
+    `on_message` is set before connecting: retained messages arrive right after a subscription made in
+    `on_connect`, before this function returns."""
     parts = urlsplit(url)
     if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
         msg = f"--mqtt must be mqtt://host[:port] or mqtts://host[:port], got {url!r}"
@@ -40,6 +44,8 @@ def connect(
 
     client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
     client.on_connect = _on_connect
+    if on_message is not None:
+        client.on_message = on_message
     if username:
         client.username_pw_set(username, password)
     if parts.scheme == "mqtts":
