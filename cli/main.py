@@ -64,6 +64,12 @@ def _retrain(args: argparse.Namespace) -> int:
     return 0
 
 
+def _generator_report(args: argparse.Namespace) -> int:
+    from edgevae.cli.generator_report import run_from_args
+
+    return run_from_args(args)
+
+
 def _demo(args: argparse.Namespace) -> int:
     from edgevae.demo.demo import run_demo
 
@@ -119,6 +125,15 @@ def _add_retrain(sub: argparse._SubParsersAction[argparse.ArgumentParser], comma
     parser.set_defaults(func=_retrain)
 
 
+def _add_generator_report(sub: argparse._SubParsersAction[argparse.ArgumentParser], command: str | None) -> None:
+    parser = sub.add_parser("generator-report", help="measure how faithful a generator's synthetic windows are")
+    if command == "generator-report":
+        from edgevae.cli.generator_report import add_arguments
+
+        add_arguments(parser)
+    parser.set_defaults(func=_generator_report)
+
+
 def _add_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser], command: str | None) -> None:
     parser = sub.add_parser("demo", help="train, export, serve and replay a faulty stream end to end")
     if command == "demo":
@@ -162,6 +177,7 @@ _SUBCOMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]
     _add_score,
     _add_evaluate,
     _add_retrain,
+    _add_generator_report,
     _add_demo,
     _add_repo,
     _add_publish,
