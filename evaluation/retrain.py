@@ -92,6 +92,11 @@ def retrain(config: RetrainConfig, now: datetime | None = None) -> RetrainReport
                 f"look at the training data in {config.data.train} before the next run"
             )
             raise ExportError(msg, remedy=remedy)
+        if config.publish.canary:
+            with _step(report, "rollout"):
+                _rollout(config, Path(report.bundle), report)
+            report.decision, report.reason = "published", decision.reason
+            return report
         with _step(report, "publish"):
             _publish(config, Path(report.bundle), report)
         report.decision, report.reason = "published", decision.reason
@@ -169,6 +174,20 @@ def _publish(config: RetrainConfig, bundle: Path, report: RetrainReport) -> None
     published = publish(Path(config.publish.repo), bundle, fleet=config.publish.fleet)
     report.release = published.release.release
     report.published = published.summary()
+
+
+def _rollout(config: RetrainConfig, bundle: Path, report: RetrainReport) -> None:
+    """Canaries first, then the fleet (edgevae.export.rollout); a canary that rolls back halts it (exit 7)."""
+    from edgevae.export.rollout import rollout
+
+    p = config.publish
+    result = rollout(
+        Path(p.repo), bundle, p.canary, p.fleet[0], p.mqtt, p.prefix,
+        canary_devices=p.canary_devices or None, timeout_s=p.rollout_timeout_s,
+        username=p.mqtt_username or None, password=_password(config), ca_file=Path(p.mqtt_ca) if p.mqtt_ca else None,
+    )  # fmt: skip
+    report.release = result.fleet_release
+    report.published = result.summary().replace("\n", "; ")
 
 
 def _mirror(config: RetrainConfig, report: RetrainReport) -> None:

@@ -152,10 +152,23 @@ class PublishTable(Table):
         "(systemd LoadCredential=) if present",
     )
     mqtt_ca: str = Field(default="", description="CA certificate for mqtts://; empty: the system's")
+    canary: str = Field(
+        default="",
+        description="roll out through this canary group first (`edgevae rollout`): the fleet group gets the "
+        "release once every canary has committed it; needs mqtt and one fleet group; empty: publish at once",
+    )
+    canary_devices: int = Field(default=0, ge=0, description="canaries to wait for; 0: those seen within 3 s")
+    rollout_timeout_s: float = Field(default=7200.0, gt=0, description="a rollout gives up after this long")
 
     @model_validator(mode="after")
     def _valid(self) -> PublishTable:
         problems: list[tuple[str, Any, str]] = []
+        if self.canary and not self.mqtt:
+            problems.append(("mqtt", self.mqtt, "the broker the canaries report to (a rollout watches them there)"))
+        if self.canary and len(self.fleet) != 1:
+            problems.append(("fleet", list(self.fleet), "exactly one fleet group to promote to after the canaries"))
+        if self.canary and not NAME.fullmatch(self.canary):
+            problems.append(("canary", self.canary, NAME_RULE))
         if not (Path(self.repo) / SETTINGS_NAME).is_file():
             problems.append(("repo", self.repo, "a repository folder made by `edgevae repo init`"))
         if not self.fleet:

@@ -302,6 +302,7 @@ def test_the_gate_refuses_only_a_candidate_worse_by_more_than_the_tolerance(
         ("publish", "repo", "/nonexistent", "publish.repo: '/nonexistent': a repository folder made by"),
         ("publish", "mqtt", "http://broker", "publish.mqtt: 'http://broker': mqtt://host[:port] or mqtts://"),
         ("data", "train", "", "data.train: '': an existing CSV file or folder of CSV files"),
+        ("publish", "canary", "canary", "publish.mqtt: '': the broker the canaries report to"),
     ],
 )
 def test_a_bad_config_names_the_key_and_the_expected_value(
