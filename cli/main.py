@@ -143,6 +143,20 @@ def _add_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser], command:
     parser.set_defaults(func=_demo)
 
 
+def _add_train_generator(sub: argparse._SubParsersAction[argparse.ArgumentParser], command: str | None) -> None:
+    from edgevae.cli.generators import add_train_generator_arguments
+
+    parser = sub.add_parser("train-generator", help="learn a GAN or diffusion generator of normal sensor windows")
+    add_train_generator_arguments(parser)
+
+
+def _add_augment(sub: argparse._SubParsersAction[argparse.ArgumentParser], command: str | None) -> None:
+    from edgevae.cli.generators import add_augment_arguments
+
+    parser = sub.add_parser("augment", help="sample synthetic windows from a generator into an .npz")
+    add_augment_arguments(parser)
+
+
 def _add_repo(sub: argparse._SubParsersAction[argparse.ArgumentParser], command: str | None) -> None:
     from edgevae.cli.repo import add_repo_arguments
 
@@ -178,6 +192,8 @@ _SUBCOMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]
     _add_evaluate,
     _add_retrain,
     _add_generator_report,
+    _add_train_generator,
+    _add_augment,
     _add_demo,
     _add_repo,
     _add_publish,

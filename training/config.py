@@ -13,6 +13,7 @@ from pathlib import Path
 
 from edgevae.core.errors import ConfigError
 from edgevae.training.data import SPLIT_FRACTIONS, STD_FLOOR_REL
+from edgevae.training.generators.augment import parse_augment
 from edgevae.training.models.vae import ARCHITECTURES, LIKELIHOODS
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -42,6 +43,8 @@ class TrainConfig:
     # (`resolve_splits`). A hold-out share of 0 calibrates the threshold on the validation windows.
     splits: tuple[float, float, float] | None = None
     std_floor_rel: float = STD_FLOOR_REL
+    # Synthetic windows (`edgevae augment`) mixed into the training windows only: "FILE.npz[:RATIO]".
+    augment: str | None = None
     # model
     arch: str = "conv"
     # Model selection on SKAB (docs/skab/model-selection.md): latent 8 / hidden 64 scored 0.003 F1 lower.
@@ -87,6 +90,8 @@ _FLAGS: dict[str, dict[str, str]] = {
         "splits": "chronological train, validation and hold-out shares of each file; a hold-out of 0 calibrates "
         f"the threshold on the validation windows (default: {SMALL_DATA_SPLITS} below {SMALL_DATA_ROWS:,} rows, "
         f"{SPLIT_FRACTIONS} from there)",
+        "augment": "FILE.npz[:RATIO]: mix synthetic windows from `edgevae augment` into the training windows, RATIO "
+        "per real training window (default 1.0), normalized as the real ones; never into validation or hold-out",
     },
     "model": {
         "arch": "encoder/decoder architecture",
@@ -113,7 +118,7 @@ _FLAGS: dict[str, dict[str, str]] = {
     },
 }
 _CHOICES = {"arch": ARCHITECTURES, "likelihood": LIKELIHOODS, "device": DEVICES}
-_TYPES: dict[str, type] = {"data": Path, "out": Path, "max_train_windows": int, "threads": int}
+_TYPES: dict[str, type] = {"data": Path, "out": Path, "max_train_windows": int, "threads": int, "augment": str}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -181,6 +186,9 @@ def validate_config(cfg: TrainConfig) -> None:
             raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(cfg, name)}")
     if cfg.data is not None and not Path(cfg.data).exists():
         raise ConfigError(f"--data {cfg.data}: no such file or folder")
+    if cfg.augment is not None and not parse_augment(cfg.augment)[0].is_file():
+        msg = f"--augment {cfg.augment}: no such file"
+        raise ConfigError(msg, remedy="write one with `edgevae augment --generator DIR --n N --out FILE.npz`")
 
 
 def _check_splits(splits: tuple[float, float, float]) -> None:

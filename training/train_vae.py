@@ -25,6 +25,7 @@ from edgevae.core.errors import ConfigError, TrainingError
 from edgevae.training import data
 from edgevae.training.checkpoint import SCHEMA_VERSION, git_sha, save_run
 from edgevae.training.config import TrainConfig, resolve_splits, validate_config
+from edgevae.training.generators.augment import mix_synthetic
 from edgevae.training.losses import beta_schedule, elbo_terms
 from edgevae.training.models.vae import VAEConfig, VAEOutput, WindowVAE
 
@@ -120,6 +121,7 @@ class _Prepared:
     train_x: torch.Tensor  # normalized training windows
     val_x: torch.Tensor  # normalized validation windows
     holdout_split: str  # the split whose windows calibrate the threshold
+    augment: dict[str, Any] | None  # what --augment mixed into train_x, None without it
 
 
 def _prepare(dataset: data.TrainingData, cfg: TrainConfig, device: torch.device, rng: np.random.Generator) -> _Prepared:
@@ -130,11 +132,16 @@ def _prepare(dataset: data.TrainingData, cfg: TrainConfig, device: torch.device,
     data.check_windows(dataset, cfg.window, strides, option=f"--window {cfg.window}")
     mean, std = data.fit_normalization(dataset.splits["train"], cfg.std_floor_rel)
     train_raw = data.make_windows(dataset.splits["train"], cfg.window, cfg.train_stride, cfg.max_train_windows, rng)
+    augment = None
+    if cfg.augment is not None:
+        # Its own random generator: validation and hold-out windows stay those of the run without --augment.
+        mix_rng = np.random.default_rng([cfg.seed, 1])
+        train_raw, augment = mix_synthetic(train_raw, cfg.augment, dataset.channels, mix_rng)
     val_raw = data.make_windows(dataset.splits["val"], cfg.window, cfg.train_stride, cfg.max_holdout_windows, rng)
     train_x = torch.from_numpy(data.normalize(train_raw, mean, std)).to(device)
     val_x = torch.from_numpy(data.normalize(val_raw, mean, std)).to(device)
     logger.info("%d train and %d val windows of %d x %d on %s", len(train_x), len(val_x), cfg.window, len(mean), device)
-    return _Prepared(mean, std, train_x, val_x, holdout_split)
+    return _Prepared(mean, std, train_x, val_x, holdout_split, augment)
 
 
 @dataclass
@@ -258,6 +265,7 @@ def _write_run(
         "model_config": model_cfg.to_dict(),
         "metrics": metrics,
         "history": history,
+        "augment": prepared.augment,
     }
     out = save_run(Path(cfg.out), model, meta, calibration)
     logger.info("wrote %s: best epoch %d of %d", out, metrics["best_epoch"], metrics["epochs_run"])

@@ -15,6 +15,7 @@ reading a run folder's metadata never imports torch.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -86,8 +87,11 @@ class GeneratorMeta:
 class Generator(Protocol):
     meta: GeneratorMeta
 
-    def sample(self, n: int, seed: int = 0, batch: int = 1024) -> np.ndarray:
-        """(n, window, channels) float32 in raw sensor units."""
+    def sample(
+        self, n: int, seed: int = 0, batch: int = 1024, on_batch: Callable[[int], None] | None = None
+    ) -> np.ndarray:
+        """(n, window, channels) float32 in raw sensor units; the same seed gives the same windows at any
+        batch size. `on_batch(k)` is called after each batch with its k windows (a progress bar's update)."""
         ...
 
 

@@ -1,0 +1,171 @@
+"""A denoising diffusion model of sensor windows (DDPM, Ho et al. 2020) sampled with DDIM (Song et al. 2021).
+
+Windows are scaled from [0, 1] to [-1, 1] inside, noised over `timesteps` steps of a cosine schedule
+(Nichol & Dhariwal 2021), and a dilated 1-D conv denoiser conditioned on the step predicts the clean window
+(x0) or the noise (eps). Sampling runs a deterministic DDIM (eta 0) over `ddim_steps` of those steps.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from edgevae.training.generators import STATE_FILE, GeneratorMeta
+from edgevae.training.generators.config import DEFAULT_DDIM_STEPS, PREDICTIONS
+from edgevae.training.generators.nets import ResStack, seeded_noise, step_embedding
+
+
+@dataclass
+class DiffusionConfig:
+    window: int
+    channels: int
+    hidden: int = 64
+    blocks: int = 4
+    timesteps: int = 500
+    # x0 by default, as Diffusion-TS: on Sines at a few thousand CPU steps it gave windows closer to the data
+    # than eps at every DDIM step count (docs/generators.md). Predicting the clean window also lets the sampler
+    # clip it to the data range at every step, where eps only reaches x0 through a division by sqrt(alpha_bar)
+    # that amplifies its error at the noisy end.
+    prediction: str = "x0"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def cosine_alpha_bar(timesteps: int, s: float = 0.008) -> torch.Tensor:
+    """(timesteps,) cumulative signal share alpha_bar_t of the cosine schedule, t = 1..T, each beta <= 0.999."""
+    f = torch.cos((torch.arange(timesteps + 1, dtype=torch.float64) / timesteps + s) / (1 + s) * math.pi / 2) ** 2
+    betas = (1 - f[1:] / f[:-1]).clamp(max=0.999)
+    return torch.cumprod(1 - betas, dim=0).float()
+
+
+class Denoiser(nn.Module):
+    """(B, C, L) noisy window and (B,) step -> (B, C, L) prediction (x0 or eps), any window length."""
+
+    def __init__(self, cfg: DiffusionConfig) -> None:
+        super().__init__()
+        h = cfg.hidden
+        self.embed_dim = h
+        self.step_mlp = nn.Sequential(nn.Linear(h, 2 * h), nn.SiLU(), nn.Linear(2 * h, h))
+        self.inp = nn.Conv1d(cfg.channels, h, 1)
+        self.stack = ResStack(h, cfg.blocks, cond_dim=h)
+        last = nn.Conv1d(h, cfg.channels, 1, bias=False)
+        # A zero last layer (no bias) starts every prediction at 0: the middle of the data in [-1, 1], or eps's mean.
+        nn.init.zeros_(last.weight)
+        self.out = nn.Sequential(nn.GroupNorm(min(8, h), h), nn.SiLU(), last)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        cond = self.step_mlp(step_embedding(t, self.embed_dim))
+        out: torch.Tensor = self.out(self.stack(self.inp(x), cond))
+        return out
+
+
+class Diffusion(nn.Module):
+    """The denoiser with its noise schedule (a buffer, so it travels with the weights)."""
+
+    def __init__(self, cfg: DiffusionConfig) -> None:
+        super().__init__()
+        if cfg.prediction not in PREDICTIONS:
+            msg = f"prediction must be one of {PREDICTIONS}, got {cfg.prediction!r}"
+            raise ValueError(msg)
+        self.cfg = cfg
+        self.denoiser = Denoiser(cfg)
+        self.alpha_bar: torch.Tensor
+        self.register_buffer("alpha_bar", cosine_alpha_bar(cfg.timesteps))
+
+    def loss(self, x01: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        """Mean squared error of the prediction at a uniformly drawn step, for (B, L, C) windows in [0, 1]."""
+        x0 = x01.transpose(1, 2) * 2 - 1
+        t = torch.randint(0, self.cfg.timesteps, (len(x0),), generator=gen)
+        eps = torch.randn(x0.shape, generator=gen)
+        ab = self.alpha_bar[t][:, None, None]
+        xt = ab.sqrt() * x0 + (1 - ab).sqrt() * eps
+        target = x0 if self.cfg.prediction == "x0" else eps
+        return F.mse_loss(self.denoiser(xt, t), target)
+
+    @torch.no_grad()
+    def ddim(self, noise: torch.Tensor, steps: int) -> torch.Tensor:
+        """(B, C, L) standard normal noise -> (B, L, C) windows in [0, 1], deterministic DDIM over `steps` steps."""
+        ts = torch.linspace(self.cfg.timesteps - 1, 0, steps).round().long().unique_consecutive()
+        x = noise
+        x0 = noise
+        for i, t in enumerate(ts.tolist()):
+            ab = self.alpha_bar[t]
+            pred = self.denoiser(x, torch.full((len(x),), t, dtype=torch.long))
+            x0 = pred if self.cfg.prediction == "x0" else (x - (1 - ab).sqrt() * pred) / ab.sqrt()
+            x0 = x0.clamp(-1, 1)
+            if i == len(ts) - 1:
+                break
+            # Step to the next (earlier) step along the deterministic path through the predicted x0.
+            eps = (x - ab.sqrt() * x0) / (1 - ab).sqrt()
+            ab_next = self.alpha_bar[int(ts[i + 1])]
+            x = ab_next.sqrt() * x0 + (1 - ab_next).sqrt() * eps
+        return ((x0 + 1) / 2).transpose(1, 2)
+
+
+class DiffusionTrainer:
+    """Adam on the denoising loss, with an exponential moving average of the weights that sampling uses."""
+
+    def __init__(self, cfg: DiffusionConfig, lr: float, ema_decay: float, seed: int) -> None:
+        self.model = Diffusion(cfg)
+        self.ema = copy.deepcopy(self.model).requires_grad_(False)
+        self.ema_decay = ema_decay
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=lr)
+        self.gen = torch.Generator().manual_seed(seed)
+
+    def step(self, draw: Callable[[], torch.Tensor]) -> dict[str, float]:
+        loss = self.model.loss(draw(), self.gen)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+        self.optimizer.step()
+        with torch.no_grad():
+            for ema, live in zip(self.ema.parameters(), self.model.parameters(), strict=True):
+                ema.lerp_(live, 1 - self.ema_decay)
+        return {"loss": loss.item()}
+
+    def state(self) -> dict[str, Any]:
+        weights = self.ema if self.ema_decay > 0 else self.model
+        return {"config": self.model.cfg.to_dict(), "state_dict": weights.state_dict()}
+
+
+class DiffusionGenerator:
+    """A trained diffusion model behind the Generator protocol; `steps` is the DDIM step count it samples with."""
+
+    def __init__(self, meta: GeneratorMeta, model: Diffusion, steps: int) -> None:
+        self.meta = meta
+        self.model = model.eval()
+        self.steps = steps
+
+    def sample(
+        self, n: int, seed: int = 0, batch: int = 1024, on_batch: Callable[[int], None] | None = None
+    ) -> np.ndarray:
+        """(n, window, channels) float32 in raw units; the same seed gives the same windows at any batch."""
+        cfg = self.model.cfg
+        out = np.empty((n, cfg.window, cfg.channels), dtype=np.float32)
+        for start in range(0, n, batch):
+            stop = min(n, start + batch)
+            noise = seeded_noise(seed, start, stop, (cfg.channels, cfg.window))
+            out[start:stop] = self.model.ddim(noise, self.steps).numpy()
+            if on_batch is not None:
+                on_batch(stop - start)
+        return self.meta.scaler.unscale(out)
+
+
+def load(run_dir: Path, steps: int | None = None) -> DiffusionGenerator:
+    """The generator in `run_dir`, sampling with `steps` DDIM steps (default: those recorded at training)."""
+    meta = GeneratorMeta.read(run_dir)
+    # weights_only refuses pickled code, so a run folder from elsewhere cannot execute anything on load.
+    state = torch.load(run_dir / STATE_FILE, map_location="cpu", weights_only=True)
+    model = Diffusion(DiffusionConfig(**state["config"]))
+    model.load_state_dict(state["state_dict"])
+    return DiffusionGenerator(meta, model, steps or int(meta.sampler.get("ddim_steps", DEFAULT_DDIM_STEPS)))
