@@ -90,8 +90,9 @@ class Generator(Protocol):
     def sample(
         self, n: int, seed: int = 0, batch: int = 1024, on_batch: Callable[[int], None] | None = None
     ) -> np.ndarray:
-        """(n, window, channels) float32 in raw sensor units; the same seed gives the same windows at any
-        batch size. `on_batch(k)` is called after each batch with its k windows (a progress bar's update)."""
+        """(n, window, channels) float32 in raw sensor units. The same seed and batch give the same windows;
+        another batch size the same up to float rounding. `on_batch(k)` is called after each batch of k windows
+        (a progress bar's update)."""
         ...
 
 

@@ -149,7 +149,7 @@ class DiffusionGenerator:
     def sample(
         self, n: int, seed: int = 0, batch: int = 1024, on_batch: Callable[[int], None] | None = None
     ) -> np.ndarray:
-        """(n, window, channels) float32 in raw units; the same seed gives the same windows at any batch."""
+        """(n, window, channels) float32 in raw units; the same seed draws the same noise at any batch size."""
         cfg = self.model.cfg
         out = np.empty((n, cfg.window, cfg.channels), dtype=np.float32)
         for start in range(0, n, batch):

@@ -85,7 +85,9 @@ class Critic(nn.Module):
         return out
 
 
-def gradient_penalty(critic: Critic, real: torch.Tensor, fake: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+def gradient_penalty(
+    critic: Callable[[torch.Tensor], torch.Tensor], real: torch.Tensor, fake: torch.Tensor, gen: torch.Generator
+) -> torch.Tensor:
     """E[(||grad critic(x_hat)|| - 1)^2] on random points x_hat between real and fake windows."""
     mix = torch.rand((len(real), 1, 1), generator=gen)
     x_hat = (mix * real + (1 - mix) * fake).requires_grad_(True)
@@ -144,7 +146,7 @@ class GANGenerator:
     def sample(
         self, n: int, seed: int = 0, batch: int = 1024, on_batch: Callable[[int], None] | None = None
     ) -> np.ndarray:
-        """(n, window, channels) float32 in raw units; the same seed gives the same windows at any batch."""
+        """(n, window, channels) float32 in raw units; the same seed draws the same noise at any batch size."""
         cfg = self.model.cfg
         out = np.empty((n, cfg.window, cfg.channels), dtype=np.float32)
         for start in range(0, n, batch):

@@ -67,8 +67,8 @@ def step_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
 def seeded_noise(seed: int, start: int, stop: int, shape: tuple[int, ...]) -> torch.Tensor:
     """Standard normal noise for windows start..stop-1 of a sample drawn with `seed`, shape (stop-start, *shape).
 
-    Window i's noise comes from block i // NOISE_BLOCK, each block from its own generator, so a sample is the
-    same whatever batch size it is drawn in, and its first k windows are those of a smaller sample.
+    Window i's noise comes from block i // NOISE_BLOCK, each block from its own generator, so a sample starts
+    from the same noise whatever batch size it is drawn in, and its first k windows from that of a smaller one.
     """
     first, last = start // NOISE_BLOCK, (stop - 1) // NOISE_BLOCK
     parts = []
