@@ -31,10 +31,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(normal rows, windowed at the generator's window); omit for the simulated plant",
     )
     parser.add_argument(
-        "--sines", action="store_true", help="compare with the Sines benchmark instead (10,000 windows, seed 0)"
+        "--sines", action="store_true", help="compare with the Sines benchmark instead (10,000 windows of --sim-seed)"
     )
     parser.add_argument("--sim-rows", type=int, default=50_000, help="simulated rows when --data is omitted")
-    parser.add_argument("--sim-seed", type=int, default=0, help="seed of the simulated plant")
+    parser.add_argument(
+        "--sim-seed", type=int, default=0, help="seed of the simulated plant or of the Sines data (default 0)"
+    )
     # how
     parser.add_argument("--out", type=Path, required=True, help="report folder: report.md, results.json, plots")
     parser.add_argument("--runs", type=int, default=d.runs, help=f"runs of each post-hoc model (default {d.runs})")
@@ -77,7 +79,7 @@ def run_from_args(args: argparse.Namespace) -> int:
         synthetic = read_synthetic(args.synthetic, args.n, args.seed)
     window = synthetic.windows.shape[1]
     if args.sines:
-        real = sines_windows(window, synthetic.channels)
+        real = sines_windows(window, synthetic.channels, seed=args.sim_seed)
     else:
         real = table_windows(args.data, window, args.sim_rows, args.sim_seed)
     paths = generator_report(synthetic, real, args.out, settings)

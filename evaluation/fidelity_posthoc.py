@@ -41,13 +41,27 @@ class Spread:
     def of(cls, values: list[float]) -> Spread:
         return cls(float(np.mean(values)), float(np.std(values)), tuple(values))
 
+    def times(self, factor: float) -> Spread:
+        return Spread.of([v * factor for v in self.values])
+
 
 @dataclass(frozen=True)
 class Predictive:
-    """Mean absolute error of next-step forecasts on held-out real windows, in scaled units."""
+    """Mean absolute error of next-step forecasts on held-out real windows, in scaled units.
+
+    Times `target_span` (the real windows' range of the forecast channel) it is in that channel's own units.
+    Those are the units of the published Sines figures: TimeGAN scales its stock and energy data to [0, 1]
+    but evaluates Sines as generated, with values in [0.5, 1], so its MAE there is half the scaled one.
+    """
 
     synthetic: Spread  # forecaster trained on the synthetic windows ("train on synthetic, test on real")
     real: Spread  # the same forecaster trained on the other real windows: the floor a generator can reach
+    target_span: float
+
+    @property
+    def raw(self) -> tuple[Spread, Spread]:
+        """(synthetic, real) in the forecast channel's raw units."""
+        return self.synthetic.times(self.target_span), self.real.times(self.target_span)
 
 
 def hidden_size(channels: int) -> int:
@@ -212,4 +226,6 @@ def predictive_score(
             train, test = _split(len(x_real), rng)
             on_synthetic.append(_fit_and_test(x_syn, x_real[test], steps, seed, run, batch, rng))
             on_real.append(_fit_and_test(x_real[train], x_real[test], steps, seed, run, batch, rng))
-    return Predictive(Spread.of(on_synthetic), Spread.of(on_real))
+    target = np.asarray(real[..., -1], dtype=np.float64)
+    span = float(target.max() - target.min())
+    return Predictive(Spread.of(on_synthetic), Spread.of(on_real), span if span > 1e-12 else 1.0)

@@ -81,6 +81,9 @@ def test_predictive_score_trained_on_noise_forecasts_real_windows_worse(
     assert on_noise.synthetic.mean > on_noise.real.mean + 0.05, on_noise
     # Trained on another draw of Sines, the forecaster is as good as one trained on the real windows.
     assert on_sines.synthetic.mean == pytest.approx(on_sines.real.mean, abs=0.02), on_sines
+    # In the forecast channel's own units: Sines values lie in [0.5, 1], so half the scaled error.
+    assert on_sines.target_span == pytest.approx(np.ptp(real[..., -1]))
+    assert on_sines.raw[0].mean == pytest.approx(on_sines.synthetic.mean * on_sines.target_span)
 
 
 def test_forecast_pairs_read_the_other_channels_and_forecast_the_last_one() -> None:
@@ -218,6 +221,11 @@ def test_report_on_an_npz_writes_the_table_results_and_plots(tmp_path: Path) -> 
     assert figures["mmd2"] > results["reference"]["mmd2"]
     assert figures["marginal_tv"]["mean"] > results["reference"]["marginal_tv"]["mean"]
     assert set(figures["marginal_tv"]["per_channel"]) == set(CHANNELS)
+    predictive = figures["predictive"]
+    assert predictive["target"] == CHANNELS[-1]
+    assert predictive["synthetic_raw"]["mean"] == pytest.approx(
+        predictive["synthetic"]["mean"] * predictive["target_span"]
+    )
     assert not figures["memorization"]["flagged"]
     text = paths["markdown"].read_text()
     for needle in ("discriminative score", "predictive score", "MMD²", "Memorization", "0.006 ± 0.007", "pca.png"):
