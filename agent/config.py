@@ -26,6 +26,7 @@ __all__ = [
     "LimitsConfig",
     "LogConfig",
     "ModelConfig",
+    "SelftestConfig",
     "MqttConfig",
     "StateConfig",
     "Problems",
@@ -211,6 +212,16 @@ class UpdatesConfig(Table):
         return bool(self.trusted_root)
 
 
+class SelftestConfig(Table):
+    enabled: bool = Field(default=True, description="run the detection self-test (retained on <prefix>/<agent>/health)")
+    interval_s: float = Field(
+        default=3600.0,
+        ge=0,
+        description="seconds between self-tests, besides at start and after a model swap; 0: only then",
+    )
+    magnitude: float = Field(default=3.0, gt=0, description="size of the injected faults, in standard deviations")
+
+
 class StatsConfig(Table):
     interval_s: float = Field(default=60.0, gt=0, description="seconds between retained stats messages")
 
@@ -229,6 +240,7 @@ class Config(Table):
     limits: LimitsConfig = Field(default_factory=LimitsConfig, description="bounds on untrusted input")
     state: StateConfig = Field(default_factory=StateConfig, description="durable state: outbox and open alerts")
     updates: UpdatesConfig = Field(default_factory=UpdatesConfig, description="signed model updates (TUF)")
+    selftest: SelftestConfig = Field(default_factory=SelftestConfig, description="the detection self-test")
     stats: StatsConfig = Field(default_factory=StatsConfig, description="periodic stats messages")
     log: LogConfig = Field(default_factory=LogConfig, description="logging")
 

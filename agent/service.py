@@ -6,12 +6,15 @@ import logging
 import queue
 import threading
 import time
+from pathlib import Path
+from typing import Any
 
 from edgevae.agent.active_model import load_active
 from edgevae.agent.bundle import Manifest
 from edgevae.agent.config import Config
 from edgevae.agent.config_file import read_password
 from edgevae.agent.detector import Detector
+from edgevae.agent.health import HealthJob
 from edgevae.agent.journal import AlertJournal
 from edgevae.agent.mqtt import Inbox, MqttLink
 from edgevae.agent.notify import Notifier
@@ -72,6 +75,12 @@ class Service:
             )
             updates = self.updates.updates
             self.detector.observer = lambda w, s, sec: updates.observe(w, s, sec, self.manifest.threshold.value)
+        self.health: HealthJob | None = None
+        if config.selftest.enabled:
+            self.health = HealthJob(
+                self.agent_id, self._current_model, self._publish_health, config.selftest.interval_s,
+                config.selftest.magnitude,
+            )  # fmt: skip
         self._oversized_seen = 0
         self._next_eviction = 0.0
         self.evicted = 0
@@ -109,6 +118,20 @@ class Service:
             active.release if active is not None else 0,
         )  # fmt: skip
 
+    def _current_model(self) -> tuple[Path, Manifest, str, str, Any]:
+        bundle = self.bundle
+        return (
+            bundle.root,
+            bundle.manifest,
+            str(bundle.model_path),
+            self.config.model.backend_key,
+            self.config.model.backend,
+        )
+
+    def _publish_health(self, payload: bytes) -> None:
+        topic = f"{self.config.mqtt.topic_prefix}/{self.agent_id}/health"
+        self.link.publish(topic, payload, kind="health", qos=1, retain=True)
+
     def _publish_update(self, payload: bytes) -> None:
         topic = update_topic(self.config.mqtt.topic_prefix, self.agent_id)
         self.link.publish(topic, payload, kind="update", qos=1, retain=True)
@@ -132,6 +155,8 @@ class Service:
         old_bundle.close()
         logger.warning("now scoring with %s %s", manifest.model_id, manifest.model_version)
         self.updates.updates.committed(candidate)
+        if self.health is not None:
+            self.health.poke()
 
     def run(self, stop: threading.Event, reloading: threading.Event | None = None) -> None:
         """Score until `stop` is set, then publish `stopped` and disconnect; `reloading` set tells systemd a
@@ -142,6 +167,8 @@ class Service:
         self.link.start()
         if self.updates is not None:
             self.updates.start()
+        if self.health is not None:
+            self.health.start()
         self._status_link = self._link_state()
         self.notifier.ready(f"scoring {self.manifest.model_id} {self.manifest.model_version}")
         last_ping = next_stats = time.monotonic()
@@ -173,6 +200,8 @@ class Service:
             self.outbox.settle(SETTLE_S)
             if self.updates is not None:
                 self.updates.stop()
+            if self.health is not None:
+                self.health.stop()
             self.link.stop()
             self.backend.close()
             self.bundle.close()
