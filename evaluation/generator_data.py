@@ -11,6 +11,7 @@ memorization check also needs `holdout`.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,7 +41,7 @@ class SyntheticWindows:
     windows: np.ndarray  # (n, window, channels) raw units
     channels: tuple[str, ...]
     source: str
-    kind: str  # the generator's kind, or "file" for windows read from an .npz
+    kind: str  # the generator's kind, or "file" for an .npz that does not say which generator wrote it
 
 
 def sines_windows(window: int, channels: tuple[str, ...], n: int = SINES_SAMPLES, seed: int = 0) -> RealWindows:
@@ -69,11 +70,12 @@ def sample_generator(run_dir: Path, n: int, seed: int = 0) -> SyntheticWindows:
 
     generator = load_generator(run_dir)
     windows = generator.sample(n, seed=seed)
-    return SyntheticWindows(windows, generator.meta.channels, f"{run_dir} (seed {seed})", generator.meta.kind)
+    return SyntheticWindows(windows, generator.meta.channels, f"{run_dir}, sample seed {seed}", generator.meta.kind)
 
 
 def read_synthetic(path: Path, n: int | None = None, seed: int = 0) -> SyntheticWindows:
-    """The `windows` and `channels` of an `edgevae augment` file; a seeded subset of `n` when it holds more."""
+    """The `windows` and `channels` of an `edgevae augment` file (and the generator it names, if it does); a
+    seeded subset of `n` when it holds more."""
     remedy = "give an .npz written by `edgevae augment`, with `windows` (n, window, channels) and `channels`"
     try:
         with np.load(path, allow_pickle=False) as npz:
@@ -82,6 +84,7 @@ def read_synthetic(path: Path, n: int | None = None, seed: int = 0) -> Synthetic
                 msg = f"{path}: no {' or '.join(missing)} array (it holds {', '.join(npz.files) or 'none'})"
                 raise DataError(msg, remedy=remedy)
             windows, channels = np.asarray(npz["windows"], dtype=np.float32), tuple(str(c) for c in npz["channels"])
+            provenance = json.loads(str(npz["generator"])) if "generator" in npz.files else {}
     except (OSError, ValueError) as exc:
         msg = f"{path}: cannot read synthetic windows ({exc})"
         raise DataError(msg, remedy=remedy) from exc
@@ -90,7 +93,10 @@ def read_synthetic(path: Path, n: int | None = None, seed: int = 0) -> Synthetic
         raise DataError(msg, remedy=remedy)
     if n is not None and len(windows) > n:
         windows = windows[np.sort(np.random.default_rng(seed).choice(len(windows), size=n, replace=False))]
-    return SyntheticWindows(windows, channels, str(path), "file")
+    if not isinstance(provenance, dict) or "kind" not in provenance:
+        return SyntheticWindows(windows, channels, str(path), "file")
+    source = f"{path}, sampled from {provenance.get('path')}, sample seed {provenance.get('sample_seed')}"
+    return SyntheticWindows(windows, channels, source, str(provenance["kind"]))
 
 
 def align_channels(synthetic: SyntheticWindows, real: RealWindows) -> SyntheticWindows:

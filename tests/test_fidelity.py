@@ -182,6 +182,12 @@ def test_synthetic_windows_are_read_aligned_and_refused_when_they_do_not_fit(tmp
         align_channels(SyntheticWindows(windows, ("a", "b", "c", "d", "e"), "x", "file"), real)
     with pytest.raises(DataError, match="steps long"):
         align_channels(SyntheticWindows(windows[:, :12], CHANNELS, "x", "file"), real)
+    # `edgevae augment` names the generator that wrote the file.
+    provenance = np.array(json.dumps({"path": "runs/gen", "kind": "diffusion", "sample_seed": 4}))
+    np.savez(tmp_path / "c.npz", windows=windows, channels=np.array(CHANNELS), generator=provenance)
+    named = read_synthetic(tmp_path / "c.npz")
+    assert named.kind == "diffusion"
+    assert "runs/gen" in named.source
     np.savez(tmp_path / "b.npz", samples=windows, channels=np.array(CHANNELS))
     with pytest.raises(DataError, match="no windows array") as info:
         read_synthetic(tmp_path / "b.npz")
