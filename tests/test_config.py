@@ -132,7 +132,8 @@ def test_unknown_keys_name_the_allowed_ones(bundle: Path) -> None:
     got = errors(doc(bundle, mqtt={"brokr": "mqtt://x"}, extra={"a": 1}))
     assert got == [
         "mqtt.brokr: 'mqtt://x': unknown key; allowed keys: " + MQTT_KEYS,
-        "extra: {'a': 1}: unknown key; allowed keys: mqtt, model, detection, limits, state, updates, selftest, stats, log",
+        "extra: {'a': 1}: unknown key; allowed keys: "
+        "mqtt, model, detection, limits, state, updates, selftest, stats, log",
     ]
 
 
