@@ -144,10 +144,13 @@ def _add_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser], command:
 
 
 def _add_train_generator(sub: argparse._SubParsersAction[argparse.ArgumentParser], command: str | None) -> None:
-    from edgevae.cli.generators import add_train_generator_arguments
-
     parser = sub.add_parser("train-generator", help="learn a GAN or diffusion generator of normal sensor windows")
-    add_train_generator_arguments(parser)
+    # Its flags come from the generator config, which imports numpy: only when this is the command, so that
+    # `edgevae repo ...` runs under the timestamp unit's syscall filter without numpy's.
+    if command == "train-generator":
+        from edgevae.cli.generators import add_train_generator_arguments
+
+        add_train_generator_arguments(parser)
 
 
 def _add_augment(sub: argparse._SubParsersAction[argparse.ArgumentParser], command: str | None) -> None:
