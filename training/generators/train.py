@@ -10,6 +10,7 @@ import logging
 import math
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -35,7 +36,9 @@ FINAL_STEPS = 100  # the final losses are means over this many last steps: one s
 
 
 class _Trainer(Protocol):
-    def step(self, draw: Any) -> dict[str, float]: ...
+    """DiffusionTrainer or GANTrainer: `step` trains on batches from `draw()` and returns its losses."""
+
+    def step(self, draw: Callable[[], torch.Tensor]) -> dict[str, float]: ...
     def state(self) -> dict[str, Any]: ...
 
 
