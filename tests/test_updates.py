@@ -67,9 +67,14 @@ def wait_step(collector: Collector, names: Names, step: str, timeout: float = 30
     return found
 
 
-def feed(publisher: Publisher, names: Names, rows: int, stop: threading.Event) -> Callable[[], int]:
+def feed(
+    publisher: Publisher, names: Names, rows: int, stop: threading.Event, collector: Collector | None = None
+) -> Callable[[], int]:
     """Publish a normal stream in the background until `stop`; the function returned waits for the
-    publisher to finish and gives the readings it sent."""
+    publisher to finish and gives the readings it sent. With `collector`, it waits first for the agent to
+    say online (its subscription is in place): readings sent before that would never reach it."""
+    if collector is not None:
+        collector.wait_payload(names.status, b"online", 15)
     payloads = batched_payloads(stream(rows), per_message=4)
     sent = [0]
 
@@ -97,14 +102,18 @@ def test_a_good_release_is_taken_while_readings_flow(
 ) -> None:  # fmt: skip
     service = run_agent(updates=updates_section(repo, served))
     stop = threading.Event()
-    sent = feed(publisher, names, 4000, stop)
+    sent = feed(publisher, names, 4000, stop, collector)
     publish(repo, make_bundle(tmp_path / "v2", model_version="2.0.0"), fleet=["canary"])
     wait_step(collector, names, "committed", 30)
     stats = collector.latest_json(names.stats, lambda s: s["model"]["version"] == "2.0.0", 10)
     stop.set()
     assert [s for s, _ in steps(collector, names)] == ["received", "verified", "staged", "shadow", "committed"]
     total = sent()
-    final = collector.latest_json(names.stats, lambda s: s["readings"] == total, 20)
+    try:
+        final = collector.latest_json(names.stats, lambda s: s["readings"] == total, 20)
+    except TimeoutError:
+        last = collector.on(names.stats)[-1].json()
+        raise AssertionError(f"sent {total}, the agent says {last}") from None
     assert final["readings"] == total, "every reading sent across the swap was scored once"
     assert final["dropped"] == {k: 0 for k in final["dropped"]}
     assert service.manifest.model_version == "2.0.0"
