@@ -341,7 +341,8 @@ class _QuietHandler(SimpleHTTPRequestHandler):
 def static_server(folder: Path) -> Iterator[str]:
     """Serve `folder` (a model repository, say) on a free loopback port; yields its base URL."""
     server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(folder)))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    # A short poll: shutdown() waits for the serving loop to look, 0.5 s by default.
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}"

@@ -17,6 +17,7 @@ from agent_fixtures import (
     Publisher,
     agent_document,
     make_bundle,
+    static_server,
 )
 from trained_runs import train_run
 
@@ -118,3 +119,19 @@ def run_agent(broker: Broker, bundle: Path, names: Names) -> Iterator[Callable[.
         stop.set()
         thread.join(10)
         assert not thread.is_alive(), "the agent did not stop within 10 s"
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    """A new signed model repository (`edgevae repo init`), private to the test."""
+    from edgevae.export.repository import init
+
+    init(tmp_path / "repo")
+    return tmp_path / "repo"
+
+
+@pytest.fixture
+def served(repo: Path) -> Iterator[str]:
+    """The repository on a static web server on a free loopback port; yields its base URL."""
+    with static_server(repo) as url:
+        yield url

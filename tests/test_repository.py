@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import doctest
-import functools
 import hashlib
 import json
 import os
@@ -13,11 +12,8 @@ import shutil
 import stat
 import subprocess
 import sys
-import threading
 import uuid
-from collections.abc import Iterator
 from datetime import timedelta
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -42,32 +38,6 @@ from edgevae.export.repo_store import load_current, open_repository, utcnow
 from edgevae.export.repository import init, refresh_timestamp, rotate_key
 
 # --- helpers ---------------------------------------------------------------------------------------------
-
-
-class _QuietHandler(SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
-@pytest.fixture
-def repo(tmp_path: Path) -> Path:
-    init(tmp_path / "repo")
-    return tmp_path / "repo"
-
-
-@pytest.fixture
-def served(repo: Path) -> Iterator[str]:
-    """A static web server of the repository folder on a free loopback port; yields its base URL."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(repo)))
-    # A short poll: shutdown() waits for the serving loop to look, 0.5 s by default.
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
 
 
 def _updater(base: str, device_dir: Path, bootstrap: bytes | None) -> Updater:

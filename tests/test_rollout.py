@@ -16,16 +16,9 @@ from edgevae.demo.broker import Broker
 from edgevae.export.fleet import fleet_status, status_table
 from edgevae.export.repo_publish import releases
 from edgevae.export.repo_store import load_current, open_repository
-from edgevae.export.repository import init
 from edgevae.export.rollout import rollout
 
 FAST = {"transport": "mqtt", "poll_s": 0.5, "shadow_s": 1.0, "shadow_min_windows": 20, "probation_s": 0.0}
-
-
-@pytest.fixture
-def repo(tmp_path: Path) -> Path:
-    init(tmp_path / "repo")
-    return tmp_path / "repo"
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -24,18 +23,6 @@ from edgevae.export.repo_store import utcnow
 from edgevae.export.repository import init, rotate_key
 
 DEVICE = Device("edge-1", "canary", CHANNELS, "onnxruntime-cpu")
-
-
-@pytest.fixture
-def repo(tmp_path: Path) -> Path:
-    init(tmp_path / "repo")
-    return tmp_path / "repo"
-
-
-@pytest.fixture
-def served(repo: Path) -> Iterator[str]:
-    with static_server(repo) as url:
-        yield url
 
 
 def verifier(tmp_path: Path, repo: Path, url: str, max_bytes: int = 1 << 26, name: str = "device") -> Verifier:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,6 @@ from agent_fixtures import (
     Publisher,
     batched_payloads,
     make_bundle,
-    static_server,
     stream,
 )
 from onnx import TensorProto, helper, numpy_helper
@@ -35,21 +34,8 @@ from edgevae.core.errors import BackendError
 from edgevae.demo.broker import Broker
 from edgevae.export.repo_mirror import mirror
 from edgevae.export.repo_publish import publish
-from edgevae.export.repository import init
 
 FAST = {"poll_s": 0.3, "shadow_s": 1.0, "shadow_min_windows": 20, "probation_s": 0.0, "group": "canary"}
-
-
-@pytest.fixture
-def repo(tmp_path: Path) -> Path:
-    init(tmp_path / "repo")
-    return tmp_path / "repo"
-
-
-@pytest.fixture
-def served(repo: Path) -> Iterator[str]:
-    with static_server(repo) as url:
-        yield url
 
 
 def updates_section(repo: Path, url: str, **extra: Any) -> dict[str, Any]:
