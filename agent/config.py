@@ -14,10 +14,8 @@ from edgevae.agent.backends import (
     BackendConfig,
     OrtCpuBackendConfig,
 )
-from edgevae.agent.config_base import CREDENTIALS_ENV, Problems, Table, join_key, show_value
+from edgevae.agent.config_base import CREDENTIALS_ENV, Document, Problems, Table, join_key, show_value, state_directory
 from edgevae.agent.config_mqtt import MqttConfig, TlsConfig, default_client_id
-
-STATE_ENV = "STATE_DIRECTORY"  # set by systemd's StateDirectory=
 
 __all__ = [
     "CREDENTIALS_ENV",
@@ -131,19 +129,8 @@ class LimitsConfig(Table):
 
 
 def default_directory(environ: Mapping[str, str] | None = None) -> Path:
-    """systemd's `$STATE_DIRECTORY`, else `$XDG_STATE_HOME/edgevae`, else `~/.local/state/edgevae`.
-
-    >>> str(default_directory({"STATE_DIRECTORY": "/var/lib/edgevae"}))
-    '/var/lib/edgevae'
-    >>> str(default_directory({"XDG_STATE_HOME": "/tmp/x"}))
-    '/tmp/x/edgevae'
-    """
-    env = os.environ if environ is None else environ
-    if env.get(STATE_ENV):
-        # StateDirectory= may list several, separated by ':'; the first is the agent's.
-        return Path(env[STATE_ENV].split(":")[0])
-    base = env.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
-    return Path(base) / "edgevae"
+    """Where the agent keeps its state when `state.directory` is empty (`state_directory("edgevae")`)."""
+    return state_directory("edgevae", environ)
 
 
 class StateConfig(Table):
@@ -233,7 +220,7 @@ class LogConfig(Table):
     )
 
 
-class Config(Table):
+class Config(Document):
     mqtt: MqttConfig = Field(default_factory=MqttConfig, description="broker connection and topics")
     model: ModelConfig = Field(default_factory=ModelConfig, description="model bundle and runtime")
     detection: DetectionConfig = Field(default_factory=DetectionConfig, description="scoring and alerts")
@@ -243,15 +230,6 @@ class Config(Table):
     selftest: SelftestConfig = Field(default_factory=SelftestConfig, description="the detection self-test")
     stats: StatsConfig = Field(default_factory=StatsConfig, description="periodic stats messages")
     log: LogConfig = Field(default_factory=LogConfig, description="logging")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _validate_left_out_tables(cls, data: Any) -> Any:
-        # A table left out is validated from {}, in place, so that its rules run and its errors have key paths
-        # (a config without [model] says that the bundle is missing); the default factories are never called.
-        if isinstance(data, Mapping):
-            return {**{name: {} for name in cls.model_fields}, **data}
-        return data
 
     @property
     def agent_id(self) -> str:

@@ -90,11 +90,12 @@ def read_password(mqtt: MqttConfig) -> str | None:
     return Path(path).read_text().rstrip("\r\n")
 
 
-def bad_values_of(exc: ValidationError) -> list[BadValue]:
-    """pydantic's errors as `key path: value: what was expected`, the expectation written from the field."""
+def bad_values_of(exc: ValidationError, root: type[BaseModel] = Config) -> list[BadValue]:
+    """pydantic's errors as `key path: value: what was expected`, the expectation written from the field of
+    `root`'s tables (the agent's Config, or another program's config model)."""
     out: list[BadValue] = []
     for error in exc.errors():
-        path, table, tp, meta = _locate(error["loc"])
+        path, table, tp, meta = _locate(error["loc"], root)
         value, cause = error["input"], (error.get("ctx") or {}).get("error")
         if isinstance(cause, Problems):
             out += [BadValue(join_key(path, key), v, expected) for key, v, expected in cause.problems]
@@ -109,11 +110,11 @@ def bad_values_of(exc: ValidationError) -> list[BadValue]:
     return out
 
 
-def _locate(loc: tuple[int | str, ...]) -> tuple[str, type[BaseModel], Any, list[Any]]:
+def _locate(loc: tuple[int | str, ...], root: type[BaseModel]) -> tuple[str, type[BaseModel], Any, list[Any]]:
     """(key path, table holding the last key, its type, its constraints) of a pydantic error location."""
     path = ""
-    table: type[BaseModel] = Config
-    tp: Any = Config
+    table: type[BaseModel] = root
+    tp: Any = root
     meta: list[Any] = []
     for part in loc:
         if isinstance(part, int):  # an item of a list

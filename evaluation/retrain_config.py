@@ -3,21 +3,19 @@ key path, value and expectation (the agent's `Table`, `Problems`, TOML reading a
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, Literal
 
-from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
-from edgevae.agent.config_base import TOPIC_CHARS, Problems, Table, join_key, readable
-from edgevae.agent.config_file import BadValue, InvalidConfig, _expected, read_toml
+from edgevae.agent.config_base import TOPIC_CHARS, Document, Problems, Table, readable, state_directory
+from edgevae.agent.config_file import InvalidConfig, bad_values_of, read_toml
 from edgevae.core.errors import ConfigError
 from edgevae.evaluation.commands import FlagError, export_flags, parse_flags, train_flags
 from edgevae.export.repo_publish import NAME, NAME_RULE
 from edgevae.export.repo_store import SETTINGS_NAME
 
-STATE_ENV = "STATE_DIRECTORY"  # set by systemd's StateDirectory=
 _UNSET = "\0unset"  # stands in for the paths retrain passes itself, to see whether a flag overrode them
 
 
@@ -192,11 +190,7 @@ def default_directory(environ: Mapping[str, str] | None = None) -> Path:
     >>> str(default_directory({"STATE_DIRECTORY": "/var/lib/edgevae-retrain:/var/lib/edgevae-repo"}))
     '/var/lib/edgevae-retrain/runs'
     """
-    env = os.environ if environ is None else environ
-    if env.get(STATE_ENV):
-        return Path(env[STATE_ENV].split(":")[0]) / "runs"
-    base = env.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
-    return Path(base) / "edgevae-retrain" / "runs"
+    return state_directory("edgevae-retrain", environ) / "runs"
 
 
 class OutputTable(Table):
@@ -211,7 +205,7 @@ class OutputTable(Table):
         return Path(self.directory) if self.directory else default_directory()
 
 
-class RetrainConfig(Table):
+class RetrainConfig(Document):
     data: DataTable = Field(default_factory=DataTable, description="what to train on and what to gate on")
     train: TrainTable = Field(default_factory=TrainTable, description="`edgevae train`")
     export: ExportTable = Field(default_factory=ExportTable, description="`edgevae export`")
@@ -219,44 +213,10 @@ class RetrainConfig(Table):
     publish: PublishTable = Field(default_factory=PublishTable, description="the release")
     output: OutputTable = Field(default_factory=OutputTable, description="where each run is kept")
 
-    @model_validator(mode="before")
-    @classmethod
-    def _validate_left_out_tables(cls, data: Any) -> Any:
-        # As the agent's config: a table left out is validated from {}, so its required keys are named.
-        if isinstance(data, Mapping):
-            return {**{name: {} for name in cls.model_fields}, **data}
-        return data
-
 
 def load_retrain_config(path: str | Path) -> RetrainConfig:
     """The config file read and validated; InvalidConfig lists every problem, each with its key path."""
     try:
         return RetrainConfig.model_validate(read_toml(path))
     except ValidationError as exc:
-        raise InvalidConfig(_bad_values(exc)) from None
-
-
-def _bad_values(exc: ValidationError) -> list[BadValue]:
-    """pydantic's errors by key path, worded as the agent's (`edgevae.agent.config_file.bad_values_of`, which
-    walks the agent's own Config only)."""
-    out: list[BadValue] = []
-    for error in exc.errors():
-        path = ""
-        table: type[BaseModel] = RetrainConfig
-        tp: Any = RetrainConfig
-        meta: list[Any] = []
-        for part in error["loc"]:
-            if isinstance(part, int):  # an item of a list
-                path, tp, meta = f"{path}[{part}]", get_args(tp)[0], []
-            elif isinstance(tp, type) and issubclass(tp, BaseModel):
-                table, path = tp, join_key(path, part)
-                field = table.model_fields.get(part)
-                tp, meta = (field.annotation, field.metadata) if field is not None else (Any, [])
-        value, cause = error["input"], (error.get("ctx") or {}).get("error")
-        if isinstance(cause, Problems):
-            out += [BadValue(join_key(path, key), v, expected) for key, v, expected in cause.problems]
-        elif error["type"] == "extra_forbidden":
-            out.append(BadValue(path, value, f"unknown key; allowed keys: {', '.join(table.model_fields)}"))
-        else:
-            out.append(BadValue(path, value, _expected(tp, meta)))
-    return out
+        raise InvalidConfig(bad_values_of(exc, RetrainConfig)) from None

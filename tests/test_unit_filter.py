@@ -13,6 +13,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -52,6 +54,24 @@ def _under_filter(*command: str, strict: bool = True) -> list[str]:
     return [*LAUNCHER, *(["--kill"] if strict else []), str(UNIT), "--", *command]
 
 
+@contextmanager
+def agent_under_filter(config: Path, log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """The agent with `config` under the unit's filter as the unit applies it (EPERM), its output in `log`;
+    killed at the end if still running."""
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            _under_filter(sys.executable, "-m", "edgevae.agent", "--config", str(config), strict=False),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            yield proc
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+
+
 def test_the_harness_kills_a_denied_call() -> None:
     # nice() is in @resources and not allowed back: the filter is real, not a no-op.
     result = subprocess.run(_under_filter("/usr/bin/python3", "-c", "import os; os.nice(1)"), timeout=60)
@@ -71,23 +91,13 @@ def test_the_agent_scores_and_stops_under_the_filter(
     config = tmp_path / "agent.toml"
     config.write_text(to_toml(agent_document(broker, bundle, names)))
     log = tmp_path / "agent.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            _under_filter(sys.executable, "-m", "edgevae.agent", "--config", str(config), strict=False),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            collector.wait_payload(names.status, b"online", timeout=30)
-            publisher.send(names.data("pump"), batched_payloads(stream(60, fault=("flow", 20, 40))))
-            got = collector.wait_for(lambda ms: [m.json() for m in ms if m.topic == names.alert("pump")] or None)
-            assert got[0]["top_channels"][0]["channel"] == "flow"
-            proc.send_signal(signal.SIGTERM)
-            assert proc.wait(20) == 0, log.read_text()
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(10)
+    with agent_under_filter(config, log) as proc:
+        collector.wait_payload(names.status, b"online", timeout=30)
+        publisher.send(names.data("pump"), batched_payloads(stream(60, fault=("flow", 20, 40))))
+        got = collector.wait_for(lambda ms: [m.json() for m in ms if m.topic == names.alert("pump")] or None)
+        assert got[0]["top_channels"][0]["channel"] == "flow"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 0, log.read_text()
     collector.wait_payload(names.status, b"stopped")
     assert "Traceback" not in log.read_text()
 
@@ -108,31 +118,21 @@ def test_the_agent_takes_a_signed_update_under_the_filter(
         config = tmp_path / "agent.toml"
         config.write_text(to_toml(agent_document(broker, bundle, names, updates=updates)))
         log = tmp_path / "agent.log"
-        with log.open("wb") as out:
-            proc = subprocess.Popen(
-                _under_filter(sys.executable, "-m", "edgevae.agent", "--config", str(config), strict=False),
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-            try:
-                collector.wait_payload(names.status, b"online", timeout=30)
-                publish(tmp_path / "repo", make_bundle(tmp_path / "v2", model_version="2.0.0"), fleet=["canary"])
-                topic = f"{names.prefix}/{names.agent_id}/update"
-                ends = ("committed", "rejected", "rolled_back")
-                deadline = time.monotonic() + 30
-                for start in range(0, 40_000, 40):
-                    publisher.send(names.data("pump"), batched_payloads(stream(40), T0 + start))
-                    if any(m.json()["step"] in ends for m in collector.on(topic)) or time.monotonic() > deadline:
-                        break
-                    time.sleep(0.05)
-                final = collector.latest_json(topic, lambda u: u["step"] in ends, 5)
-                assert final["step"] == "committed", (final, log.read_text()[-3000:])
-                proc.send_signal(signal.SIGTERM)
-                assert proc.wait(20) == 0, log.read_text()
-            finally:
-                if proc.poll() is None:
-                    proc.kill()
-                    proc.wait(10)
+        with agent_under_filter(config, log) as proc:
+            collector.wait_payload(names.status, b"online", timeout=30)
+            publish(tmp_path / "repo", make_bundle(tmp_path / "v2", model_version="2.0.0"), fleet=["canary"])
+            topic = f"{names.prefix}/{names.agent_id}/update"
+            ends = ("committed", "rejected", "rolled_back")
+            deadline = time.monotonic() + 30
+            for start in range(0, 40_000, 40):
+                publisher.send(names.data("pump"), batched_payloads(stream(40), T0 + start))
+                if any(m.json()["step"] in ends for m in collector.on(topic)) or time.monotonic() > deadline:
+                    break
+                time.sleep(0.05)
+            final = collector.latest_json(topic, lambda u: u["step"] in ends, 5)
+            assert final["step"] == "committed", (final, log.read_text()[-3000:])
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(20) == 0, log.read_text()
     text = log.read_text()
     assert "Traceback" not in text
     assert "Operation not permitted" not in text
