@@ -20,6 +20,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
+from edgevae.agent.generator import GeneratorSpec
 from edgevae.core.decision import Debounce, Threshold
 from edgevae.core.errors import BundleError
 
@@ -76,6 +77,8 @@ class Manifest:
     # Windows with their expected scores, for the self-test a device runs before taking the model
     # (edgevae.agent.golden); {} in bundles from before it.
     golden: dict[str, Any] = field(default_factory=dict)
+    # A generator of normal windows for the detection self-test (edgevae.agent.generator); {} when none ships.
+    generator: dict[str, Any] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -115,6 +118,7 @@ class Manifest:
                 training=dict(data.get("training", {})),
                 export=dict(data.get("export", {})),
                 golden=dict(data.get("golden", {})),
+                generator=dict(data.get("generator", {})),
             )
         except KeyError as exc:
             msg = f"manifest is missing the key {exc.args[0]!r}"
@@ -152,6 +156,13 @@ class Manifest:
             )
         if self.model_file not in self.files:
             problems.append(f"model_file {self.model_file!r} is not listed in files")
+        if self.generator:
+            if self.generator.get("file") not in self.files:
+                problems.append(f"generator file {self.generator.get('file')!r} is not listed in files")
+            try:
+                GeneratorSpec.from_entry(self.generator)
+            except BundleError as exc:
+                problems.append(str(exc))
         if problems:
             raise BundleError("invalid manifest: " + "; ".join(problems))
 

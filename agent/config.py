@@ -179,6 +179,15 @@ class UpdatesConfig(Table):
         default=0.01, ge=0, le=1, description="would-be alert rates at or below this always pass shadow"
     )
     max_latency_ratio: float = Field(default=5.0, gt=0, description="shadow fails when this many times slower")
+    selftest_max_normal_flagged: float = Field(
+        default=0.5,
+        ge=0,
+        le=1,
+        description="a new model that flags more of the self-test's normal windows than this share is refused",
+    )
+    selftest_min_caught: float = Field(
+        default=0.5, ge=0, le=1, description="a new model that catches less of the injected faults is refused"
+    )
     probation_s: float = Field(
         default=3600.0, ge=0, description="a committed model that restarts or fails within this long is rolled back"
     )
@@ -207,6 +216,9 @@ class SelftestConfig(Table):
         description="seconds between self-tests, besides at start and after a model swap; 0: only then",
     )
     magnitude: float = Field(default=3.0, gt=0, description="size of the injected faults, in standard deviations")
+    windows: int = Field(
+        default=64, ge=1, le=4096, description="normal windows sampled from the bundle's generator per self-test"
+    )
 
 
 class StatsConfig(Table):

@@ -79,7 +79,7 @@ class Service:
         if config.selftest.enabled:
             self.health = HealthJob(
                 self.agent_id, self._current_model, self._publish_health, config.selftest.interval_s,
-                config.selftest.magnitude,
+                config.selftest.magnitude, config.selftest.windows,
             )  # fmt: skip
         self._oversized_seen = 0
         self._next_eviction = 0.0

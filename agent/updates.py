@@ -33,6 +33,7 @@ from edgevae.agent.backends import Backend, create_backend
 from edgevae.agent.bundle import Bundle, Manifest, load_bundle
 from edgevae.agent.config import Config
 from edgevae.agent.golden import self_test
+from edgevae.agent.health import candidate_verdict, detection_self_test, normal_windows, summary
 from edgevae.agent.model_store import Installed, ModelStore, Step
 from edgevae.agent.release import Device, Release
 from edgevae.agent.shadow import ShadowBounds, ShadowStats, verdict
@@ -52,6 +53,7 @@ class Candidate:
     bundle: Bundle
     backend: Backend
     rollback: bool = False  # handed over to go back to the previous model, not forward
+    selftest: dict[str, object] | None = None  # its detection self-test's figures, before shadow
 
     @property
     def manifest(self) -> Manifest:
@@ -86,6 +88,7 @@ class Updates:
         device: Callable[[], Device],
     ) -> None:
         self.cfg = config.updates
+        self.selftest = config.selftest
         self.backend_key = config.model.backend_key
         self.backend_options = config.model.backend
         self.agent_id = config.agent_id
@@ -240,22 +243,46 @@ class Updates:
             bundle.close()
             self._reject(release.release, f"load: {exc}")
             return None
+        candidate = Candidate(installed, bundle, backend)
         failed = self_test(backend, bundle.root, bundle.manifest.golden, bundle.manifest.threshold.value)
         if failed:
-            Candidate(installed, bundle, backend).close()
+            candidate.close()
             self._reject(release.release, f"self-test: {failed}")
             return None
-        return Candidate(installed, bundle, backend)
+        failed = self._detection_self_test(candidate)
+        if failed:
+            candidate.close()
+            self._reject(release.release, f"detection self-test: {failed}", selftest=candidate.selftest)
+            return None
+        return candidate
 
-    def _reject(self, release: int, reason: str) -> None:
+    def _detection_self_test(self, candidate: Candidate) -> str | None:
+        """The candidate's detection self-test (edgevae.agent.health), seeded with the release number."""
+        if not self.selftest.enabled:
+            return None
+        bundle = candidate.bundle
+        found = normal_windows(bundle.root, bundle.manifest, self.selftest.windows, candidate.installed.release)
+        if found is None:
+            return None
+        windows, source = found
+        report = detection_self_test(
+            candidate.backend, bundle.manifest, windows, self.agent_id, source, self.selftest.magnitude
+        )
+        candidate.selftest = summary(report)
+        return candidate_verdict(report, self.cfg.selftest_max_normal_flagged, self.cfg.selftest_min_caught)
+
+    def _reject(self, release: int, reason: str, **extra: object) -> None:
         state = self.store.state
         state.candidate = None
         state.refused = sorted({*state.refused, release})
-        self.say("rejected", release, reason)
+        self.say("rejected", release, reason, **extra)
 
     def _shadow_run(self, candidate: Candidate, stop: threading.Event) -> None:
         release = candidate.installed.release
-        self.say("shadow", release)
+        if candidate.selftest:
+            self.say("shadow", release, selftest=candidate.selftest)
+        else:
+            self.say("shadow", release)
         stats = ShadowStats()
         threshold = candidate.manifest.threshold.value
         while not self.feed.empty():

@@ -10,7 +10,7 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ from edgevae.core.errors import CalibrationError, ExportError
 from edgevae.core.thresholds import AUTO, calibrate, choose_method, needs_training_scores
 from edgevae.export import parity
 from edgevae.export._rundir import Run, load_run
+from edgevae.export.generator_onnx import export_generator
 from edgevae.export.onnx import DEFAULT_OPSET, set_metadata, to_onnx
 from edgevae.export.quantize import Int8Settings, Precision, compress
 from edgevae.export.tensorrt import PLAN_NAME, build_engine, require_tensorrt
@@ -72,12 +73,14 @@ def export_bundle(
     debounce: Debounce | None = None,
     tensorrt: bool = False,
     score_rows: int | None = None,
+    generator: str | Path | None = None,
 ) -> ExportReport:
     """Export run `run_dir` into the bundle folder `out` (and `<out>.tar.gz` when `archive`).
 
     `threshold_method` "auto" picks the rule that fits the hold-out (`choose_method`); `score_rows`: how many
     of each window's newest rows the score covers, the rest being context; 0 scores the whole window, None
-    picks `auto_score_rows`.
+    picks `auto_score_rows`. `generator`: a generator run folder (`edgevae train-generator`) to ship for the
+    device's self-test.
     """
     started = time.perf_counter()
     run_dir, out, precision = Path(run_dir), Path(out), Precision(precision)
@@ -102,6 +105,11 @@ def export_bundle(
         files = [MODEL_FILE, GOLDEN_FILE]
         golden = run.holdout[:GOLDEN_WINDOWS]
         golden_entry = write_golden(staging, golden, parity.onnx_scores(staging / MODEL_FILE, golden).score)
+        generator_entry: dict[str, Any] = {}
+        if generator is not None:
+            channels = tuple(run.meta["channels"])
+            generator_entry = export_generator(Path(generator), staging, channels, run.graph.window)
+            files.append(generator_entry["file"])
         if tensorrt:
             written.info["tensorrt"] = build_engine(
                 staging / MODEL_FILE, staging / PLAN_NAME, run.graph.window, run.graph.channels
@@ -109,6 +117,7 @@ def export_bundle(
             files.append(PLAN_NAME)
         written.info["seconds"] = round(time.perf_counter() - started, 3)
         manifest = _manifest(run, staging, files, precision, written, debounce, (model_id, model_version), golden_entry)
+        manifest = replace(manifest, generator=generator_entry)
         write_manifest(staging, manifest)
         if out.exists():
             out.rmdir()

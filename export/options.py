@@ -86,6 +86,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(default: a quarter of the window, at least debounce-trigger x stride)",
     )
     parser.add_argument(
+        "--generator",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="a generator run folder (`edgevae train-generator` on the model's data and window) to ship in the "
+        "bundle: the agent samples it for its detection self-test (default: none; the bundle's golden windows)",
+    )
+    parser.add_argument(
         "--tensorrt",
         action="store_true",
         help="also build model.plan with TensorRT >= 10; run this on the device itself, engines are not portable",
@@ -123,4 +131,5 @@ def export_from_args(args: argparse.Namespace) -> ExportReport:
         debounce=debounce,
         tensorrt=args.tensorrt,
         score_rows=args.score_rows,
+        generator=args.generator,
     )

@@ -33,6 +33,12 @@ def format_report(report: ExportReport) -> str:
     if "tensorrt" in exp:
         trt = exp["tensorrt"]
         lines.append(f"tensorrt        {trt['plan_file']} (TensorRT {trt['tensorrt_version']}, {trt['gpu'] or 'GPU'})")
+    if m.generator:
+        g = m.generator
+        steps = f"{len(g['schedule'])} DDIM steps" if g["schedule"] else "one pass"
+        lines.append(
+            f"generator       {g['file']} ({g['kind']}, {steps}; onnx vs torch {g['parity']:.1e} of a channel's range)"
+        )
     lines += [
         f"took            {report.seconds:.2f} s",
     ]

@@ -284,6 +284,9 @@ def agent_document(broker: Broker, bundle: Path, names: Names, **sections: dict[
         },
         "model": {"bundle": str(bundle)},
         "stats": {"interval_s": 0.2},
+        # The tiny model's std is three times its streams': faults of 10 stream stds are some 3 of the model's,
+        # the size the default magnitude means for a model fit to its data.
+        "selftest": {"magnitude": 10.0},
     }
     for section, values in sections.items():
         doc.setdefault(section, {}).update(values)

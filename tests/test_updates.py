@@ -110,7 +110,8 @@ def test_a_release_whose_alert_rate_explodes_is_rolled_back_in_shadow(
     tmp_path: Path, repo: Path, served: str, run_agent: Callable[..., Any], collector: Collector,
     names: Names, publisher: Publisher,
 ) -> None:  # fmt: skip
-    service = run_agent(updates=updates_section(repo, served))
+    # The self-test before shadow would refuse this release (next test); let it through to shadow.
+    service = run_agent(updates=updates_section(repo, served, selftest_max_normal_flagged=1.0))
     stop = threading.Event()
     feed(publisher, names, 4000, stop)
     publish(repo, make_bundle(tmp_path / "v2", model_version="2.0.0", threshold=0.01), fleet=["canary"])
@@ -120,6 +121,37 @@ def test_a_release_whose_alert_rate_explodes_is_rolled_back_in_shadow(
     assert "would-be alert rate" in rolled["reason"]
     assert service.manifest.model_version == "1.0.0", "the old model scores on"
     assert not collector.on(names.alert("pump-1")), "a shadow raises nothing"
+
+
+@pytest.mark.parametrize(
+    ("variant", "reason"),
+    [
+        ({"threshold": 0.01}, "detection self-test: flags 100% of 4 normal golden windows (at most 50% allowed)"),
+        ({"threshold": 1e6}, "detection self-test: catches 0% of the injected faults (at least 50% required)"),
+    ],
+)
+def test_a_release_that_fails_its_detection_self_test_never_shadows(
+    tmp_path: Path, repo: Path, served: str, run_agent: Callable[..., Any], collector: Collector,
+    names: Names, variant: dict[str, Any], reason: str,
+) -> None:  # fmt: skip
+    service = run_agent(updates=updates_section(repo, served))
+    publish(repo, make_bundle(tmp_path / "v2", model_version="2.0.0", **variant), fleet=["canary"])
+    rejected = wait_step(collector, names, "rejected", 30)
+    assert (rejected["release"], rejected["reason"]) == (1, reason)
+    assert rejected["selftest"]["source"] == "golden"
+    assert set(rejected["selftest"]["caught"]) == {"offset", "spike", "drift", "noise"}
+    assert ("shadow", 1) not in steps(collector, names)
+    assert service.manifest.model_version == "1.0.0"
+
+
+def test_a_release_shadows_with_its_detection_self_test_figures(
+    tmp_path: Path, repo: Path, served: str, run_agent: Callable[..., Any], collector: Collector, names: Names
+) -> None:
+    run_agent(updates=updates_section(repo, served))
+    publish(repo, make_bundle(tmp_path / "v2", model_version="2.0.0"), fleet=["canary"])
+    shadow = wait_step(collector, names, "shadow", 30)
+    assert shadow["selftest"]["normal_flagged"] == 0.0
+    assert shadow["selftest"]["caught"]["offset"] == 1.0
 
 
 @pytest.mark.parametrize(

@@ -95,23 +95,33 @@ class Diffusion(nn.Module):
         target = x0 if self.cfg.prediction == "x0" else eps
         return F.mse_loss(self.denoiser(xt, t), target)
 
+    def ddim_schedule(self, steps: int) -> list[tuple[int, float, float]]:
+        """The deterministic DDIM path over `steps` of the noising steps: (step t, alpha_bar_t, alpha_bar of the
+        next step), from the noisiest step down to 0; the last entry's next alpha_bar is 1 (the clean window).
+        Sampling in torch and the exported ONNX sampling loop both walk this list."""
+        ts = torch.linspace(self.cfg.timesteps - 1, 0, steps).round().long().unique_consecutive().tolist()
+        ab = [float(self.alpha_bar[t]) for t in ts]
+        return list(zip(ts, ab, [*ab[1:], 1.0], strict=True))
+
+    def ddim_step(
+        self, x: torch.Tensor, t: torch.Tensor, ab: torch.Tensor, ab_next: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One deterministic DDIM step (eta 0) from (B, C, L) `x` at step `t` (a (B,) tensor): the next state
+        and the clean window x0 the denoiser predicts, clamped to [-1, 1]."""
+        pred = self.denoiser(x, t)
+        x0 = pred if self.cfg.prediction == "x0" else (x - (1 - ab).sqrt() * pred) / ab.sqrt()
+        x0 = x0.clamp(-1, 1)
+        # Along the deterministic path through the predicted x0: the noise it implies, re-mixed at the next step.
+        eps = (x - ab.sqrt() * x0) / (1 - ab).sqrt()
+        return ab_next.sqrt() * x0 + (1 - ab_next).sqrt() * eps, x0
+
     @torch.no_grad()
     def ddim(self, noise: torch.Tensor, steps: int) -> torch.Tensor:
         """(B, C, L) standard normal noise -> (B, L, C) windows in [0, 1], deterministic DDIM over `steps` steps."""
-        ts = torch.linspace(self.cfg.timesteps - 1, 0, steps).round().long().unique_consecutive()
-        x = noise
-        x0 = noise
-        for i, t in enumerate(ts.tolist()):
-            ab = self.alpha_bar[t]
-            pred = self.denoiser(x, torch.full((len(x),), t, dtype=torch.long))
-            x0 = pred if self.cfg.prediction == "x0" else (x - (1 - ab).sqrt() * pred) / ab.sqrt()
-            x0 = x0.clamp(-1, 1)
-            if i == len(ts) - 1:
-                break
-            # Step to the next (earlier) step along the deterministic path through the predicted x0.
-            eps = (x - ab.sqrt() * x0) / (1 - ab).sqrt()
-            ab_next = self.alpha_bar[int(ts[i + 1])]
-            x = ab_next.sqrt() * x0 + (1 - ab_next).sqrt() * eps
+        x = x0 = noise
+        for t, ab, ab_next in self.ddim_schedule(steps):
+            step = torch.full((len(x),), t, dtype=torch.long)
+            x, x0 = self.ddim_step(x, step, torch.tensor(ab), torch.tensor(ab_next))
         return ((x0 + 1) / 2).transpose(1, 2)
 
 
