@@ -10,6 +10,8 @@ import argparse
 import shlex
 from pathlib import Path
 
+from edgevae.core.errors import ConfigError
+from edgevae.evaluation.augmentation import AUGMENT_KINDS, Augmentation
 from edgevae.evaluation.evaluate import PRECISIONS, PROTOCOLS, EvalConfig, evaluate
 
 
@@ -40,6 +42,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help='extra `edgevae export` flags, quoted as one argument, e.g. "--debounce-clear 10" (default: none)',
     )
     parser.add_argument(
+        "--augment",
+        choices=AUGMENT_KINDS,
+        default=None,
+        help="train each model with synthetic windows from a generator of this kind, trained on the model's own fit "
+        "rows (default: none)",
+    )
+    parser.add_argument(
+        "--augment-ratio",
+        type=float,
+        default=1.0,
+        help="with --augment: synthetic windows per real training window (default 1.0)",
+    )
+    parser.add_argument(
+        "--generator-flags",
+        default="",
+        metavar="FLAGS",
+        help='with --augment: extra `edgevae train-generator` flags, quoted as one argument, e.g. "--steps 1000"',
+    )
+    parser.add_argument(
+        "--fit-fraction",
+        type=float,
+        default=1.0,
+        help="deployment protocol: fit the model on this leading share of anomaly-free.csv (default 1.0: all of it)",
+    )
+    parser.add_argument(
         "--sweep",
         action="store_true",
         help="instead: score every model variant of edgevae.evaluation.sweep on the leaderboard protocol (FP32) "
@@ -48,6 +75,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> EvalConfig:
+    if not 0 < args.fit_fraction <= 1:
+        raise ConfigError(f"--fit-fraction must be > 0 and <= 1, got {args.fit_fraction}")
+    if not args.augment_ratio > 0:
+        raise ConfigError(f"--augment-ratio must be > 0, got {args.augment_ratio}")
+    if args.augment is None and (args.generator_flags or args.augment_ratio != 1.0):
+        msg = "--augment-ratio and --generator-flags need --augment gan|diffusion"
+        raise ConfigError(msg)
+    augmentation = None
+    if args.augment is not None:
+        augmentation = Augmentation(args.augment, args.augment_ratio, tuple(shlex.split(args.generator_flags)))
     return EvalConfig(
         data=args.data,
         out=args.out,
@@ -58,6 +95,8 @@ def config_from_args(args: argparse.Namespace) -> EvalConfig:
         train_flags=tuple(shlex.split(args.train_flags)),
         export_flags=tuple(shlex.split(args.export_flags)),
         plots=not args.no_plots,
+        augment=augmentation,
+        fit_fraction=args.fit_fraction,
     )
 
 

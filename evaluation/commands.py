@@ -66,3 +66,11 @@ def run_export(argv: Sequence[str]) -> ExportReport:
     from edgevae.export.options import export_from_args
 
     return export_from_args(parse_flags(export_flags(), argv))
+
+
+def run_train_generator(argv: Sequence[str]) -> Path:
+    """`edgevae train-generator ARGV`; returns the run folder."""
+    from edgevae.training.generators.config import add_arguments, config_from_args
+    from edgevae.training.generators.train import train_generator
+
+    return train_generator(config_from_args(parse_flags(add_arguments, argv)))

@@ -27,6 +27,7 @@ from edgevae.agent.offline import score_table
 from edgevae.agent.table import Table, read_table, write_table
 from edgevae.core import metrics
 from edgevae.core.errors import ConfigError, DataError
+from edgevae.evaluation.augmentation import Augmentation, train_augmented
 from edgevae.evaluation.commands import run_export, run_train
 
 logger = logging.getLogger(__name__)
@@ -57,6 +58,10 @@ class EvalConfig:
     train_flags: tuple[str, ...] = ()
     export_flags: tuple[str, ...] = ()
     plots: bool = True
+    # Synthetic windows from a generator trained on each model's own fit rows (edgevae.evaluation.augmentation).
+    augment: Augmentation | None = None
+    # deployment: the model fits this leading share of anomaly-free.csv (a plant with little normal data yet).
+    fit_fraction: float = 1.0
 
 
 @dataclass
@@ -86,9 +91,12 @@ def _numeric_stem(path: Path) -> tuple[int, str]:
     return (int(path.stem), path.stem) if path.stem.isdigit() else (1 << 30, path.stem)
 
 
-def _train(cfg: EvalConfig, data: Path, out: Path) -> Path:
-    """`edgevae train --data DATA --out OUT` with the evaluation's seed and thread count."""
+def _train(cfg: EvalConfig, data: Path, rows: int, out: Path) -> Path:
+    """`edgevae train --data DATA --out OUT` with the evaluation's seed and thread count (and synthetic windows
+    when the evaluation augments)."""
     system = ["--seed", str(cfg.seed), "--threads", str(cfg.threads), "--device", "cpu", "--no-progress"]
+    if cfg.augment is not None:
+        return train_augmented(cfg.augment, data, rows, out, system, cfg.train_flags)
     return run_train(["--data", str(data), "--out", str(out), *system, *cfg.train_flags])
 
 
@@ -136,7 +144,7 @@ def run_leaderboard(cfg: EvalConfig, files: list[Path], work: Path) -> dict[str,
         fit_csv = work / "fit" / f"{path.parent.name}-{path.stem}.csv"
         fit_csv.parent.mkdir(parents=True, exist_ok=True)
         write_table(fit, fit_csv)
-        run = _train(cfg, fit_csv, work / "runs" / fit_csv.stem)
+        run = _train(cfg, fit_csv, FIT_ROWS, work / "runs" / fit_csv.stem)
         for precision in cfg.precisions:
             bundle = _export(cfg, run, work / "bundles" / f"{fit_csv.stem}-{precision}", precision)
             results[precision].append(_score(bundle, table, FIT_ROWS, name))
@@ -145,7 +153,16 @@ def run_leaderboard(cfg: EvalConfig, files: list[Path], work: Path) -> dict[str,
 
 
 def run_deployment(cfg: EvalConfig, files: list[Path], work: Path) -> dict[str, list[FileResult]]:
-    run = _train(cfg, cfg.data / ANOMALY_FREE, work / "runs" / "anomaly-free")
+    data = cfg.data / ANOMALY_FREE
+    table = read_table(data)
+    rows = len(table.timestamps)
+    if cfg.fit_fraction < 1.0:
+        rows = int(rows * cfg.fit_fraction)
+        data = work / "fit" / f"anomaly-free-first-{rows}.csv"
+        data.parent.mkdir(parents=True, exist_ok=True)
+        part = Table(f"{table.path}[:{rows}]", table.timestamps[:rows], table.values[:rows], table.channels, None)
+        write_table(part, data)
+    run = _train(cfg, data, rows, work / "runs" / "anomaly-free")
     results: dict[str, list[FileResult]] = {p: [] for p in cfg.precisions}
     for precision in cfg.precisions:
         bundle = _export(cfg, run, work / "bundles" / f"anomaly-free-{precision}", precision)

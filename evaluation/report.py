@@ -115,6 +115,7 @@ def markdown(results: dict[str, Any], images: list[Path]) -> str:
             else ""
         )
         + f"; seed {cfg['seed']}. {len(results['files'])} files, {results['seconds']} s.",
+        *_variant(cfg),
         "",
         *_models(results),
         "",
@@ -237,3 +238,18 @@ def _save(fig: Any, path: Path) -> Path:
 
     plt.close(fig)
     return path
+
+
+def _variant(cfg: dict[str, Any]) -> list[str]:
+    """What the run changes besides flags: synthetic training windows, a share of the deployment data."""
+    lines = []
+    augment = cfg.get("augment")
+    if augment:
+        flags = " ".join(augment["generator_flags"]) or "its default flags"
+        lines.append(
+            f"Augmented: each model also trains on {augment['ratio']} synthetic windows per real one, from a "
+            f"{augment['kind']} generator trained by `edgevae train-generator` on the model's own fit rows with {flags}."
+        )
+    if cfg.get("fit_fraction", 1.0) < 1.0:
+        lines.append(f"Deployment fits the first {cfg['fit_fraction']:.0%} of anomaly-free.csv.")
+    return ["", *lines] if lines else []

@@ -154,3 +154,43 @@ def test_the_detector_beats_flagging_everything_on_the_leaderboard(document: dic
         assert s["f1"] > s["trivial_f1"]
         assert s["far"] < s["trivial_far"] == 100.0
         assert s["auroc"] > 0.5  # anomalous rows score higher than normal ones more often than not
+
+
+TINY_GENERATOR = "--steps 20 --hidden 8 --blocks 1 --timesteps 20 --ddim-steps 4 --n-critic 1"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["gan", "diffusion"])
+def test_an_augmented_evaluation_trains_each_model_with_its_own_generator(tmp_path: Path, kind: str) -> None:
+    from edgevae.cli.main import main
+
+    out, work = tmp_path / "report", tmp_path / "work"
+    args = ["evaluate", "--data", str(SKAB), "--out", str(out), "--workdir", str(work), "--max-files", "1"]
+    args += ["--precision", "fp32", "--no-plots", "--train-flags", "--epochs 2 --window 16", "--fit-fraction", "0.1"]
+    assert main([*args, "--augment", kind, "--augment-ratio", "0.5", "--generator-flags", TINY_GENERATOR]) == 0
+    for protocol, run, rows in (("leaderboard", "valve1-0", FIT_ROWS), ("deployment", "anomaly-free", 940)):
+        meta = json.loads((work / protocol / "runs" / run / "meta.json").read_text())
+        generator = json.loads((work / protocol / "runs" / f"{run}-generator" / "generator.json").read_text())
+        assert meta["augment"]["ratio"] == 0.5
+        assert (generator["kind"], generator["window"]) == (kind, 16), "the model's window"
+        assert generator["training"]["data"]["rows"] <= rows, "the generator saw only the model's fit rows"
+    text = (out / "report.md").read_text()
+    assert f"from a {kind} generator trained by `edgevae train-generator` on the model's own fit rows" in text
+    assert "Deployment fits the first 10% of anomaly-free.csv." in text
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--fit-fraction", "0"], "--fit-fraction must be > 0 and <= 1, got 0.0"),
+        (["--augment", "gan", "--augment-ratio", "-1"], "--augment-ratio must be > 0, got -1.0"),
+        (["--generator-flags", "--steps 5"], "--augment-ratio and --generator-flags need --augment gan|diffusion"),
+    ],
+)
+def test_bad_augmentation_flags_are_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], flags: list[str], message: str
+) -> None:
+    from edgevae.cli.main import main
+
+    assert main(["evaluate", "--data", str(SKAB), "--out", str(tmp_path), *flags]) == 2
+    assert message in capsys.readouterr().err
