@@ -248,7 +248,8 @@ def _variant(cfg: dict[str, Any]) -> list[str]:
         flags = " ".join(augment["generator_flags"]) or "its default flags"
         lines.append(
             f"Augmented: each model also trains on {augment['ratio']} synthetic windows per real one, from a "
-            f"{augment['kind']} generator trained by `edgevae train-generator` on the model's own fit rows with {flags}."
+            f"{augment['kind']} generator trained by `edgevae train-generator` on the model's own fit rows "
+            f"with {flags}."
         )
     if cfg.get("fit_fraction", 1.0) < 1.0:
         lines.append(f"Deployment fits the first {cfg['fit_fraction']:.0%} of anomaly-free.csv.")
