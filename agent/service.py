@@ -21,6 +21,7 @@ from edgevae.agent.notify import Notifier
 from edgevae.agent.outbox import Outbox
 from edgevae.agent.readings import DeviceTopics, DropReason, OrderGuard, ReadingParser
 from edgevae.agent.release import Device
+from edgevae.agent.service_stats import stats_report
 from edgevae.agent.state import StateStore
 from edgevae.agent.stats import DropLog, RateMeter, StatsReport
 from edgevae.agent.update_setup import UpdateRunner, model_store
@@ -289,52 +290,7 @@ class Service:
         return True
 
     def report(self) -> StatsReport:
-        queue_full = self.link.queue_full
-        if queue_full > self._queue_full_seen:
-            self.drops.drop(
-                DropReason.QUEUE_FULL, "broker", "scoring fell behind", n=queue_full - self._queue_full_seen
-            )
-            self._queue_full_seen = queue_full
-        oversized = self.link.oversized
-        if oversized > self._oversized_seen:
-            detail = f"refused before queueing: over {self.config.limits.max_payload_bytes} bytes"
-            self.drops.drop(DropReason.OVERSIZED, "broker", detail, n=oversized - self._oversized_seen)
-            self._oversized_seen = oversized
-        failed = dict(self.link.failed)
-        if self.link.rejected:
-            failed["rejected_by_broker"] = self.link.rejected
-        return StatsReport(
-            agent=self.agent_id,
-            time=time.time(),
-            uptime_s=time.monotonic() - self._started,
-            model={
-                "id": self.manifest.model_id,
-                "version": self.manifest.model_version,
-                "backend": self.backend.key,
-            },  # fmt: skip
-            devices=self.detector.devices,
-            queue_depth=self.inbox.qsize(),
-            readings=self.readings,
-            readings_per_s=self._rate.rate(self.readings),
-            windows_scored=self.detector.windows_scored,
-            batches=self.detector.batches,
-            alerts=self.alerts,
-            alerts_open=self.detector.open_alerts,
-            gap_resets=self.detector.gap_resets,
-            scoring_errors=self.scoring_errors,
-            dropped=dict(self.drops.counts),
-            published=dict(self.link.published),
-            publish_deferred=dict(self.link.deferred),
-            publish_failed=failed,
-            outbox={
-                "depth": self.outbox.depth,
-                "bytes": self.outbox.bytes,
-                "in_flight": self.outbox.in_flight,
-                "delivered": self.outbox.delivered,
-                "dropped": self.outbox.dropped,
-                "rejected": self.outbox.rejected,
-            },
-        )
+        return stats_report(self)
 
     def _publish_stats(self, prefix: str) -> None:
         report = self.report()

@@ -1,0 +1,58 @@
+"""The agent's retained stats message, gathered from the running service's parts."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+from edgevae.agent.readings import DropReason
+from edgevae.agent.stats import StatsReport
+
+if TYPE_CHECKING:
+    from edgevae.agent.service import Service
+
+
+def stats_report(service: Service) -> StatsReport:
+    """What the agent counts now. Messages the network thread refused (inbox full, oversized) are counted as
+    drops here, on the scoring thread, which owns the drop counters."""
+    link, drops = service.link, service.drops
+    if link.queue_full > service._queue_full_seen:
+        n = link.queue_full - service._queue_full_seen
+        drops.drop(DropReason.QUEUE_FULL, "broker", "scoring fell behind", n=n)
+        service._queue_full_seen = link.queue_full
+    if link.oversized > service._oversized_seen:
+        detail = f"refused before queueing: over {service.config.limits.max_payload_bytes} bytes"
+        drops.drop(DropReason.OVERSIZED, "broker", detail, n=link.oversized - service._oversized_seen)
+        service._oversized_seen = link.oversized
+    failed = dict(link.failed)
+    if link.rejected:
+        failed["rejected_by_broker"] = link.rejected
+    detector, outbox, manifest = service.detector, service.outbox, service.manifest
+    return StatsReport(
+        agent=service.agent_id,
+        time=time.time(),
+        uptime_s=time.monotonic() - service._started,
+        model={"id": manifest.model_id, "version": manifest.model_version, "backend": service.backend.key},
+        devices=detector.devices,
+        queue_depth=service.inbox.qsize(),
+        readings=service.readings,
+        readings_per_s=service._rate.rate(service.readings),
+        windows_scored=detector.windows_scored,
+        batches=detector.batches,
+        alerts=service.alerts,
+        alerts_open=detector.open_alerts,
+        gap_resets=detector.gap_resets,
+        scoring_errors=service.scoring_errors,
+        dropped=dict(drops.counts),
+        published=dict(link.published),
+        publish_deferred=dict(link.deferred),
+        publish_failed=failed,
+        outbox={
+            "depth": outbox.depth,
+            "bytes": outbox.bytes,
+            "in_flight": outbox.in_flight,
+            "delivered": outbox.delivered,
+            "dropped": outbox.dropped,
+            "rejected": outbox.rejected,
+        },  # fmt: skip
+    )
