@@ -73,8 +73,9 @@ def agent_under_filter(config: Path, log: Path) -> Iterator[subprocess.Popen[byt
 
 
 def test_the_harness_kills_a_denied_call() -> None:
-    # nice() is in @resources and not allowed back: the filter is real, not a no-op.
-    result = subprocess.run(_under_filter("/usr/bin/python3", "-c", "import os; os.nice(1)"), timeout=60)
+    # sched_setscheduler is in @resources and not allowed back: the filter is real, not a no-op.
+    code = "import os; os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))"
+    result = subprocess.run(_under_filter("/usr/bin/python3", "-c", code), timeout=60)
     assert result.returncode == -signal.SIGSYS
 
 
