@@ -189,11 +189,14 @@ def run(config: Config) -> int:
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         logger.info("received %s", signal.Signals(signum).name)
+        if signum == signal.SIGUSR1:
+            service.selftest_requested = True  # the scoring loop starts it: a handler takes no locks
+            return
         if signum == signal.SIGHUP:
             reload.set()
         stop.set()
 
-    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
         signal.signal(signum, on_signal)
     service.run(stop, reloading=reload)
     if reload.is_set():

@@ -11,8 +11,8 @@ report is published retained on `<prefix>/<agent>/health`:
      "faults":{"offset":{"caught":1.0,"windows":96},"spike":{...},"drift":{...},"noise":{...}},"seconds":0.01}
 
 It runs on its own thread at the lowest CPU priority (nice 19), with its own runtime sessions of the model
-and the generator (one thread each), at start, after every model swap and every `selftest.interval_s`: off
-the scoring thread, so a live reading never waits for it.
+and the generator (one thread each), at start, after every model swap, on SIGUSR1 and every
+`selftest.interval_s`: off the scoring thread, so a live reading never waits for it.
 """
 
 from __future__ import annotations

@@ -82,6 +82,7 @@ class Service:
                 self.agent_id, self._current_model, self._publish_health, config.selftest.interval_s,
                 config.selftest.magnitude, config.selftest.windows,
             )  # fmt: skip
+        self.selftest_requested = False  # set on SIGUSR1: run the detection self-test now
         self._oversized_seen = 0
         self._next_eviction = 0.0
         self.evicted = 0
@@ -178,6 +179,9 @@ class Service:
                 self._drain(tick)
                 healthy = self._score()
                 self._swap_model()
+                if self.selftest_requested and self.health is not None:
+                    self.selftest_requested = False
+                    self.health.poke()
                 self.outbox.pump()
                 self._evict_idle()
                 now = time.monotonic()

@@ -3,13 +3,14 @@ publishes the report retained."""
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from agent_fixtures import Collector, Names
+from agent_fixtures import Collector, Names, agent_document, agent_process, to_toml
 
 from edgevae.agent.backends import create_backend
 from edgevae.agent.bundle import load_bundle
@@ -57,3 +58,21 @@ def test_the_agent_publishes_its_health_retained(
     late = Collector(broker, [topic])  # a dashboard that subscribes later still gets it
     late.wait_for(lambda ms: any(m.retain and m.json() == report for m in ms), 10, "the retained health report")
     late.close()
+
+
+def test_sigusr1_runs_the_self_test_now(
+    tmp_path: Path, broker: Broker, bundle: Path, names: Names, collector: Collector
+) -> None:
+    """On demand (`systemctl kill -s USR1 edgevae-agent`): a new report without waiting for the hour."""
+    config = tmp_path / "agent.toml"
+    config.write_text(to_toml(agent_document(broker, bundle, names)))
+    topic = f"{names.prefix}/{names.agent_id}/health"
+    with agent_process(config) as proc:
+        first = collector.latest_json(topic, lambda r: True, 30)
+        proc.send_signal(signal.SIGUSR1)
+        second = collector.latest_json(topic, lambda r: r["time"] > first["time"], 30)
+        assert proc.poll() is None, "the agent runs on"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0
+    assert second["faults"] == first["faults"], "the same golden windows, the same figures"
+    assert "received SIGUSR1" in config.with_suffix(".log").read_text()
