@@ -115,13 +115,16 @@ class GeneratorSampler:
         """(n, window, channels) float32 normal windows in raw units; the same seed gives the same windows.
 
         `between` runs after every ONNX Runtime call (a stop check, or a pause that yields the core)."""
+        if n < 1:
+            msg = f"sample at least one window, not {n}"
+            raise ValueError(msg)
         rng = np.random.default_rng(seed)
         parts = []
         for start in range(0, n, SAMPLE_BATCH):
             size = min(SAMPLE_BATCH, n - start)
             x = rng.standard_normal((size, *self.spec.noise_shape), dtype=np.float32)
             parts.append(self._sample_batch(x, between))
-        return np.concatenate(parts) if parts else np.empty((0,), dtype=np.float32)
+        return np.concatenate(parts)
 
     def _sample_batch(self, x: np.ndarray, between: Callable[[], None] | None) -> np.ndarray:
         if not self.spec.schedule:
