@@ -75,13 +75,14 @@ def test_a_rollout_promotes_once_every_canary_committed(
     assert all("tiny-zscore 2.0.0" in row and "committed" in row for row in rows), table
 
 
-def test_a_rollout_halts_when_a_canary_rolls_back(
+def test_a_rollout_halts_when_a_canary_refuses_the_release(
     tmp_path: Path, repo: Path, broker: Broker, names: Names, fleet: dict[str, Any], readings: None,
 ) -> None:  # fmt: skip
     bad = make_bundle(tmp_path / "v2", model_version="2.0.0", threshold=0.01)  # alerts on every window
-    with pytest.raises(
-        ExportError, match=r"rollout halted: canary .*-canary-\d rolled_back: shadow: would-be alert rate"
-    ):
+    # The canary's detection self-test refuses it before shadow (a release that passed it and failed shadow
+    # halts the same way, "rolled_back: shadow: ...").
+    halted = r"rollout halted: canary .*-canary-\d rejected: detection self-test: flags 100% of 4 normal golden"
+    with pytest.raises(ExportError, match=halted):
         rollout(repo, bad, "canary", "fleet", broker.url, names.prefix, canary_devices=2, timeout_s=60)
     assert fleet_releases(repo) == [], "the fleet pointer was never published"
     assert fleet["fleet-1"].manifest.model_version == "1.0.0"
