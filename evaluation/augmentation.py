@@ -39,7 +39,7 @@ def train_augmented(
     started = time.perf_counter()
     seed = system[system.index("--seed") + 1]
     threads = system[system.index("--threads") + 1]
-    window = _flag(train_flags, "--window")
+    window = flag_value(train_flags, "--window")
     generator = run_train_generator(
         ["--kind", augmentation.kind, "--data", str(data), "--out", str(out.with_name(out.name + "-generator")),
          "--seed", seed, "--threads", threads, "--no-progress", *(["--window", window] if window else []),
@@ -54,7 +54,12 @@ def train_augmented(
     return run_train(["--data", str(data), "--out", str(out), *system, *train_flags, *augment])
 
 
-def _flag(flags: tuple[str, ...], name: str) -> str | None:
+def flag_value(flags: tuple[str, ...], name: str) -> str | None:
+    """The value `flags` give the flag `name` (as `--name V` or `--name=V`), or None.
+
+    >>> flag_value(("--epochs", "3", "--window=48"), "--window")
+    '48'
+    """
     for i, flag in enumerate(flags):
         if flag == name and i + 1 < len(flags):
             return flags[i + 1]

@@ -28,7 +28,8 @@ from typing import Any
 from edgevae.agent.table import Table, read_tables
 from edgevae.core.errors import DataError, EdgeVAEError, ExportError
 from edgevae.evaluation import gate
-from edgevae.evaluation.commands import run_export, run_train
+from edgevae.evaluation.augmentation import flag_value
+from edgevae.evaluation.commands import run_export, run_train, run_train_generator
 from edgevae.evaluation.retrain_config import RetrainConfig
 
 logger = logging.getLogger(__name__)
@@ -79,8 +80,11 @@ def retrain(config: RetrainConfig, now: datetime | None = None) -> RetrainReport
         with _step(report, "train"):
             run = run_train(["--data", config.data.train, "--out", str(folder / "run"), *config.train.flags])
             report.run = str(run)
+        own = ["--run", str(run), "--out", str(folder / "bundle"), "--model-id", config.export.model_id]
+        if config.generator.kind:
+            with _step(report, "generator"):
+                own += ["--generator", str(_train_generator(config, folder / "generator"))]
         with _step(report, "export"):
-            own = ["--run", str(run), "--out", str(folder / "bundle"), "--model-id", config.export.model_id]
             report.bundle = str(run_export([*own, *config.export.flags]).bundle)
         with _step(report, "gate"):
             decision = _gate(config, Path(report.bundle), tables, report)
@@ -110,6 +114,16 @@ def retrain(config: RetrainConfig, now: datetime | None = None) -> RetrainReport
     finally:
         _write_report(report)
     return report
+
+
+def _train_generator(config: RetrainConfig, out: Path) -> Path:
+    """The generator of the same data, at the model's window unless its flags say otherwise."""
+    window = flag_value(config.train.flags, "--window")
+    flags = config.generator.flags
+    if window and flag_value(flags, "--window") is None:
+        flags = ("--window", window, *flags)
+    argv = ["--kind", config.generator.kind, "--data", config.data.train, "--out", str(out), "--no-progress"]
+    return run_train_generator([*argv, *flags])
 
 
 @contextmanager

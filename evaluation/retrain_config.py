@@ -114,6 +114,33 @@ class ExportTable(Table):
         return model_id
 
 
+class GeneratorTable(Table):
+    kind: Literal["", "diffusion", "gan"] = Field(
+        default="",
+        description="train a generator of this kind on the same data and ship it in the bundle for the devices' "
+        "detection self-test (`edgevae export --generator`); empty: none",
+    )
+    flags: tuple[str, ...] = Field(
+        default=(),
+        strict=False,
+        description='extra `edgevae train-generator` flags, e.g. ["--steps", "8000"]; none: its defaults',
+    )
+
+    @field_validator("flags")
+    @classmethod
+    def _generator_flags(cls, flags: tuple[str, ...]) -> tuple[str, ...]:
+        from edgevae.training.generators.config import add_arguments
+
+        reserved = {"--data": "data", "--out": "out"}
+        own = ["--kind", "diffusion", "--out", _UNSET]  # --kind takes only its choices: checked by name below
+        problem = _flag_problem("edgevae train-generator", add_arguments, own, flags, reserved)
+        if problem is None and any(f == "--kind" or f.startswith("--kind=") for f in flags):
+            problem = "flags of `edgevae train-generator` other than --kind (generator.kind says it)"
+        if problem:
+            raise Problems([("", list(flags), problem)])
+        return flags
+
+
 class GateTable(Table):
     metric: Literal["f1", "far", "mar"] = Field(
         default="f1",
@@ -209,9 +236,19 @@ class RetrainConfig(Document):
     data: DataTable = Field(default_factory=DataTable, description="what to train on and what to gate on")
     train: TrainTable = Field(default_factory=TrainTable, description="`edgevae train`")
     export: ExportTable = Field(default_factory=ExportTable, description="`edgevae export`")
+    generator: GeneratorTable = Field(
+        default_factory=GeneratorTable, description="`edgevae train-generator`, for the bundle's self-test"
+    )
     gate: GateTable = Field(default_factory=GateTable, description="what a candidate must do to be published")
     publish: PublishTable = Field(default_factory=PublishTable, description="the release")
     output: OutputTable = Field(default_factory=OutputTable, description="where each run is kept")
+
+    @model_validator(mode="after")
+    def _one_generator(self) -> RetrainConfig:
+        if self.generator.kind and "--generator" in self.export.flags:
+            problem = "no --generator when generator.kind trains one"
+            raise Problems([("export.flags", list(self.export.flags), problem)])
+        return self
 
 
 def load_retrain_config(path: str | Path) -> RetrainConfig:

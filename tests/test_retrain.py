@@ -303,6 +303,15 @@ def test_the_gate_refuses_only_a_candidate_worse_by_more_than_the_tolerance(
         ("publish", "mqtt", "http://broker", "publish.mqtt: 'http://broker': mqtt://host[:port] or mqtts://"),
         ("data", "train", "", "data.train: '': an existing CSV file or folder of CSV files"),
         ("publish", "canary", "canary", "publish.mqtt: '': the broker the canaries report to"),
+        ("generator", "kind", "vae", "generator.kind: 'vae': one of '', 'diffusion', 'gan'"),
+        (
+            "generator",
+            "flags",
+            ["--data", "elsewhere"],
+            "flags of `edgevae train-generator` other than --data, --out, which retrain sets; got --data",
+        ),
+        ("generator", "flags", ["--stepz", "2"], "flags of `edgevae train-generator`: unrecognized arguments"),
+        ("generator", "flags", ["--kind", "gan"], "other than --kind (generator.kind says it)"),
     ],
 )
 def test_a_bad_config_names_the_key_and_the_expected_value(
@@ -366,3 +375,40 @@ def test_the_systemd_example_is_the_printed_config(capsys: pytest.CaptureFixture
     ):
         body = body.replace(f'"{path}"', '""')
     assert body == printed
+
+
+def test_a_generator_is_trained_by_one_table_only(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "normal").mkdir()
+    (tmp_path / "labelled").mkdir()
+    init(tmp_path / "repo")
+    config = write_config(
+        tmp_path / "retrain.toml",
+        data={"train": str(tmp_path / "normal"), "evaluate": str(tmp_path / "labelled")},
+        export={"flags": ["--generator", str(tmp_path)]},
+        generator={"kind": "gan"},
+        publish={"repo": str(tmp_path / "repo")},
+    )
+    assert main(["retrain", "--config", str(config)]) == 2
+    assert "export.flags: ['--generator'," in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_retrain_ships_a_generator_of_the_same_data(world: World, tmp_path: Path) -> None:
+    init(tmp_path / "repo")
+    config = write_config(
+        tmp_path / "gen.toml",
+        data={"train": str(world.normal), "evaluate": str(world.labelled)},
+        train={"flags": TRAIN_FLAGS},
+        generator={"kind": "gan", "flags": ["--steps", "5", "--hidden", "8", "--blocks", "1", "--n-critic", "1"]},
+        publish={"repo": str(tmp_path / "repo"), "fleet": ["canary"]},
+        output={"directory": str(tmp_path / "runs")},
+    )
+    assert main(["retrain", "--config", str(config)]) == 0
+    report = _only_report(tmp_path / "runs")
+    assert list(report["seconds"]) == ["gather", "train", "generator", "export", "gate", "publish"]
+    manifest = load_bundle(report["bundle"]).manifest
+    assert manifest.generator["kind"] == "gan"
+    assert manifest.generator["noise_shape"][1] == manifest.window, "the model's window"
+    found = field_model(tmp_path / "repo", "canary")
+    assert found is not None
+    assert load_bundle(found.archive).manifest.generator == manifest.generator, "published with the bundle"
