@@ -199,9 +199,11 @@ def markdown(document: dict[str, Any], images: list[Path]) -> str:
         "",
         "L2 distance of each window to its nearest training window (scaled units, flattened windows):",
         "",
-        f"- median, synthetic: {_f(mem['synthetic_median'])}; held-out real: {_f(mem['holdout_median'])}; "
-        f"ratio {_f(mem['ratio'], 2)} (near 1 or above: no copying; near 0: copies)",
-        f"- synthetic windows closer than the held-out 1st percentile ({_f(mem['holdout_p1'])}): "
+        f"- median, synthetic: {_f(mem['synthetic_median'])}; training windows to the nearest training window "
+        f"that shares no row with them: {_f(mem['reference_median'])}; ratio {_f(mem['ratio'], 2)} (near 1 or "
+        "above: no copying; near 0: copies)",
+        f"- held-out real windows (later data: drift shows here): median {_f(mem['holdout_median'])}",
+        f"- synthetic windows closer than the training windows' 1st percentile ({_f(mem['reference_p1'])}): "
         f"{100 * mem['fraction_closer']:.1f} % (about 1 % when nothing is copied); exact copies "
         f"{100 * mem['exact_copies']:.1f} %",
         f"- **{_verdict(mem['flagged'])}** (flagged above {100 * fid.MEMORIZATION_FLAG:.0f} %)",

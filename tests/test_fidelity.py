@@ -146,6 +146,46 @@ def test_memorization_flags_copies_of_training_windows_and_not_a_fresh_draw(
     assert nearly.ratio < 0.1
 
 
+def _stride_1_windows(series: np.ndarray, window: int = 24) -> np.ndarray:
+    return np.lib.stride_tricks.sliding_window_view(series, window, axis=0).transpose(0, 2, 1).copy()
+
+
+def _plant(rows: int, seed: int, level: float = 0.0) -> np.ndarray:
+    """A slow two-channel process with noise, as a sensor logs it."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(rows)
+    base = np.stack([np.sin(t / 15.0 + seed), np.cos(t / 23.0 + seed)], axis=1)
+    return (base + 0.05 * rng.standard_normal(base.shape) + level).astype(np.float32)
+
+
+def test_memorization_does_not_take_a_drifting_plant_for_copies() -> None:
+    """Before, the reference was the held-out windows: on data whose later rows drifted, every fresh window
+    of the training period was closer than they were, and the check said copies."""
+    train = _stride_1_windows(_plant(3000, seed=0))
+    drifted = _stride_1_windows(_plant(600, seed=1, level=0.5))  # later rows, another operating point
+    fresh = _stride_1_windows(_plant(1200, seed=2))  # the training period's process, never seen
+    mem = fidelity.memorization(train, drifted, fresh)
+    assert mem.holdout_median > 3 * mem.reference_median, "the held-out windows lie far away"
+    assert not mem.flagged
+    assert 0.8 < mem.ratio < 1.5
+    copies = fidelity.memorization(train, drifted, train[::3])
+    assert copies.flagged
+    assert copies.ratio == 0.0
+
+
+def test_the_reference_leaves_out_the_overlapping_windows() -> None:
+    windows = _stride_1_windows(_plant(400, seed=0))
+    queries = np.array([0, 100, 376])
+    d = fidelity.distances_to_other_windows(windows, queries)
+    # A neighbour shifted by one row is nearly the same window; it must not be the reference.
+    assert d[1] > np.sqrt(((windows[101] - windows[100]) ** 2).sum())
+    for k, i in enumerate(queries):
+        overlapping = np.arange(i - 23, i + 24)
+        others = np.setdiff1d(np.arange(len(windows)), overlapping)
+        expected = np.sqrt(((windows[others] - windows[i]) ** 2).sum(axis=(1, 2))).min()
+        assert d[k] == pytest.approx(expected, rel=1e-4)
+
+
 def test_windows_of_other_shapes_are_refused(real: np.ndarray) -> None:
     with pytest.raises(DataError, match="window, channels"):
         fidelity.mmd_rbf(real, real[:, :12])
