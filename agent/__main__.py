@@ -15,6 +15,7 @@ from edgevae.agent.bundle import load_bundle
 from edgevae.agent.config import Config
 from edgevae.agent.config_file import BadValue, InvalidConfig, example_toml, load_config, read_toml
 from edgevae.core.errors import BundleError, ConfigError, ModelLoadError
+from edgevae.core.install import version
 
 logger = logging.getLogger("agent")
 
@@ -32,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Score MQTT sensor streams with an edgevae model bundle and publish anomaly alerts.",
         epilog="Flags override the config file. Exit codes: 0 stopped, 1 failure, 2 bad config, 3 model not loaded.",
     )
+    parser.add_argument("--version", action="version", version=f"edgevae-agent {version()}")
     parser.add_argument(
         "command",
         nargs="?",

@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from edgevae.core.errors import ConfigError, EdgeVAEError
+from edgevae.core.install import missing_extra, version
 
 logger = logging.getLogger(__name__)
 
@@ -220,6 +221,7 @@ def build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
     command = _command_in(argv)
     parser = argparse.ArgumentParser(prog="edgevae", description=__doc__)
     parser.add_argument("--log-level", default="INFO", help="logging level (default: INFO)")
+    parser.add_argument("--version", action="version", version=f"edgevae {version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in _SUBCOMMANDS:
         add(sub, command)
@@ -228,16 +230,29 @@ def build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser(argv).parse_args(argv)
+    try:
+        args = build_parser(argv).parse_args(argv)
+    except ModuleNotFoundError as exc:  # a subcommand's flags come from a module of an extra
+        return _missing(exc, _command_in(argv))
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     try:
         code: int = args.func(args)
+    except ModuleNotFoundError as exc:
+        return _missing(exc, args.command)
     except EdgeVAEError as exc:
         # Our own errors say what is wrong and what to do in one line; anything else is a bug and keeps its
         # traceback (exit 1). The exit codes are drawn in edgevae.core.errors.
         print(f"edgevae {args.command}: error: {exc.describe()}", file=sys.stderr)
         return exc.exit_code
     return code
+
+
+def _missing(exc: ModuleNotFoundError, command: str | None) -> int:
+    line = missing_extra(exc)
+    if line is None:
+        raise exc
+    print(f"edgevae {command or ''}: error: this command {line}".replace("  ", " "), file=sys.stderr)
+    return ConfigError.exit_code
 
 
 if __name__ == "__main__":
