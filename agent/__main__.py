@@ -14,8 +14,8 @@ from typing import Any
 from edgevae.agent.bundle import load_bundle
 from edgevae.agent.config import Config
 from edgevae.agent.config_file import BadValue, InvalidConfig, example_toml, load_config, read_toml
+from edgevae.agent.install import version
 from edgevae.core.errors import BundleError, ConfigError, ModelLoadError
-from edgevae.core.install import version
 
 logger = logging.getLogger("agent")
 

@@ -10,8 +10,8 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from edgevae.agent.install import missing_extra, version
 from edgevae.core.errors import ConfigError, EdgeVAEError
-from edgevae.core.install import missing_extra, version
 
 logger = logging.getLogger(__name__)
 

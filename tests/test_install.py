@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from edgevae.core.install import EXTRA_OF, version
+from edgevae.agent.install import EXTRA_OF, version
 
 # An interpreter in which the extras' modules cannot be imported, as on a device that installed the agent.
 WITHOUT_EXTRAS = (
