@@ -1,4 +1,4 @@
-"""Replay a sensor table to MQTT in the agent's payload format, paced like live sensors."""
+"""Replay a sensor table to MQTT in the agent's payload format, paced like live sensors: `edgevae replay`."""
 
 from __future__ import annotations
 
@@ -14,6 +14,15 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from edgevae.agent.readings import encode_payloads
 from edgevae.agent.table import Table, read_table
+from edgevae.core.errors import ConfigError, DataError, EdgeVAEError
+
+# Where `--device ID` publishes: the agent's default subscription is sensors/+/data.
+DEVICE_TOPIC = "sensors/{device}/data"
+
+
+class BrokerUnreachable(EdgeVAEError):
+    """The broker refused or did not answer the connection."""
+
 
 logger = logging.getLogger(__name__)
 
@@ -40,10 +49,17 @@ def replay(
     Returns the number of messages published; raises TimeoutError if the broker did not take them all.
     """
     url = urlsplit(broker)
+    if url.scheme not in ("mqtt", "mqtts"):
+        msg = f"--broker {broker!r}: expected mqtt://host[:port] or mqtts://host[:port]"
+        raise ConfigError(msg)
     client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
     if url.scheme == "mqtts":
         client.tls_set()
-    client.connect(url.hostname or "localhost", url.port or (8883 if url.scheme == "mqtts" else 1883))
+    try:
+        client.connect(url.hostname or "localhost", url.port or (8883 if url.scheme == "mqtts" else 1883))
+    except (OSError, ValueError) as exc:  # refused, unknown host, TLS handshake
+        msg = f"cannot connect to {broker}: {exc}"
+        raise BrokerUnreachable(msg, remedy="is the broker running, and is this its address?") from exc
     client.loop_start()
     messages = payloads(table, batch, channels)
     infos = []
@@ -68,18 +84,53 @@ def replay(
     return len(messages)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m edgevae.agent.replay", description=__doc__)
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags of `edgevae replay`."""
     parser.add_argument("table", help="CSV with a timestamp column and the channels")
     parser.add_argument("--broker", default="mqtt://localhost:1883", help="mqtt://host[:port] (default: %(default)s)")
-    parser.add_argument("--topic", required=True, help="topic to publish on, e.g. sensors/pump1/data")
+    target = parser.add_mutually_exclusive_group(required=True)
+    target.add_argument("--device", help=f"the sensor's device id: publishes on {DEVICE_TOPIC}")
+    target.add_argument("--topic", help="the topic to publish on, e.g. plant/pump1/data")
     parser.add_argument("--rate", type=float, default=0.0, help="readings per second; 0: as fast as possible")
     parser.add_argument("--batch", type=int, default=1, help="readings per message (default: 1)")
     parser.add_argument("--channel", action="append", help="publish only this channel; repeatable (default: all)")
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    """Replay as the flags say; errors are EdgeVAEErrors with one line to print."""
+    if args.rate < 0 or args.batch < 1:
+        msg = f"--rate must be >= 0 and --batch >= 1, got {args.rate} and {args.batch}"
+        raise ConfigError(msg)
+    if args.device is not None and ("/" in args.device or not args.device or set("+#") & set(args.device)):
+        raise ConfigError(f"--device {args.device!r}: expected one topic level, without '/', '+' or '#'")
+    try:
+        table = read_table(args.table)
+    except FileNotFoundError as exc:
+        raise DataError(f"{args.table}: no such file") from exc
+    unknown = sorted(set(args.channel or ()) - set(table.channels))
+    if unknown:
+        msg = f"--channel {', '.join(unknown)}: not in {args.table} (its channels: {', '.join(table.channels)})"
+        raise ConfigError(msg)
+    topic = args.topic or DEVICE_TOPIC.format(device=args.device)
+    try:
+        sent = replay(table, args.broker, topic, args.rate, args.batch, args.channel)
+    except TimeoutError as exc:
+        raise BrokerUnreachable(str(exc)) from exc
+    print(f"replayed {table.rows} readings of {args.table} in {sent} messages on {topic}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m edgevae.agent.replay`: `edgevae replay` under its older name."""
+    parser = argparse.ArgumentParser(prog="edgevae replay", description=__doc__)
+    add_arguments(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level="INFO", stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
-    replay(read_table(args.table), args.broker, args.topic, args.rate, args.batch, args.channel)
-    return 0
+    try:
+        return run_from_args(args)
+    except EdgeVAEError as exc:
+        print(f"edgevae replay: error: {exc.describe()}", file=sys.stderr)
+        return exc.exit_code
 
 
 if __name__ == "__main__":

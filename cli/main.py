@@ -71,6 +71,12 @@ def _generator_report(args: argparse.Namespace) -> int:
     return run_from_args(args)
 
 
+def _replay(args: argparse.Namespace) -> int:
+    from edgevae.agent.replay import run_from_args
+
+    return run_from_args(args)
+
+
 def _demo(args: argparse.Namespace) -> int:
     from edgevae.demo.demo import run_demo
 
@@ -135,6 +141,15 @@ def _add_generator_report(sub: argparse._SubParsersAction[argparse.ArgumentParse
     parser.set_defaults(func=_generator_report)
 
 
+def _add_replay(sub: argparse._SubParsersAction[argparse.ArgumentParser], command: str | None) -> None:
+    parser = sub.add_parser("replay", help="publish a CSV to MQTT as a sensor would, in the agent's payload format")
+    if command == "replay":
+        from edgevae.agent.replay import add_arguments
+
+        add_arguments(parser)
+    parser.set_defaults(func=_replay)
+
+
 def _add_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser], command: str | None) -> None:
     parser = sub.add_parser("demo", help="train, export, serve and replay a faulty stream end to end")
     if command == "demo":
@@ -193,6 +208,7 @@ _SUBCOMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]
     _add_train,
     _add_export,
     _add_score,
+    _add_replay,
     _add_evaluate,
     _add_retrain,
     _add_generator_report,

@@ -47,10 +47,11 @@ def test_a_command_that_needs_an_extra_says_which(args: list[str], line: str) ->
     assert result.stderr.startswith(line), result.stderr
 
 
-def test_the_agent_side_commands_run_without_the_extras() -> None:
-    result = _without_extras("score", "--help")
+@pytest.mark.parametrize(("command", "flag"), [("score", "--bundle"), ("replay", "--device")])
+def test_the_agent_side_commands_run_without_the_extras(command: str, flag: str) -> None:
+    result = _without_extras(command, "--help")
     assert result.returncode == 0, result.stderr
-    assert "--bundle" in result.stdout
+    assert flag in result.stdout
 
 
 @pytest.mark.parametrize("program", [["-m", "edgevae.cli.main"], ["-m", "edgevae.agent"]])
