@@ -275,3 +275,20 @@ def test_every_option_is_a_flag() -> None:
     args = parser.parse_args(["--out", "runs/x", "--window", "16", "--no-progress", "--max-train-windows", "5"])
     cfg = config_from_args(args)
     assert (cfg.out, cfg.window, cfg.progress, cfg.max_train_windows, cfg.data) == (Path("runs/x"), 16, False, 5, None)
+
+
+@pytest.mark.slow
+def test_each_epoch_says_how_many_there_are_and_how_long_is_left(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+    import re
+
+    from trained_runs import train_run
+
+    with caplog.at_level(logging.INFO, logger="edgevae.training.train_vae"):
+        train_run(tmp_path, "--epochs", "3", "--patience", "10")
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("epoch ")]
+    assert [line.split(":")[0] for line in lines] == ["epoch 1 of 3", "epoch 2 of 3", "epoch 3 of 3"]
+    assert re.search(r"\| [\d.]+ s/epoch, at most \d+ s left$", lines[0]), lines[0]
+    assert lines[-1].endswith("at most 0 s left")

@@ -181,10 +181,13 @@ def _fit(model: WindowVAE, prepared: _Prepared, cfg: TrainConfig) -> _Fit:
         row |= {"train_kl": train_kl, **{f"val_{k}": v for k, v in val.items()}}
         row["seconds"] = time.perf_counter() - epoch_started
         history.append(row)
+        per_epoch = sum(h["seconds"] for h in history) / len(history)
+        # "At most": early stopping usually ends it sooner.
+        left = f"{per_epoch:.1f} s/epoch, at most {per_epoch * (cfg.epochs - epoch):.0f} s left"
         logger.info(
-            "epoch %(epoch)d: train %(train_loss).4f | val %(val_loss).4f (recon %(val_recon).4f, "
-            "kl %(val_kl).4f, mse %(val_mse).5f) | beta %(beta).3f",
-            row,
+            "epoch %(epoch)d of %(epochs)d: train %(train_loss).4f | val %(val_loss).4f (recon %(val_recon).4f, "
+            "kl %(val_kl).4f, mse %(val_mse).5f) | beta %(beta).3f | %(left)s",
+            row | {"epochs": cfg.epochs, "left": left},
         )
         if best is None or val["loss"] < best.best_loss - cfg.min_delta:
             best = _Fit(history, epoch, val["loss"], _clone_state(model))
@@ -213,7 +216,8 @@ def _train_epoch(
     totals = np.zeros(3)
     order = torch.randperm(len(train_x), generator=batch_order).to(train_x.device)
     show_progress = cfg.progress and sys.stderr.isatty()
-    bar = tqdm(range(0, len(train_x), cfg.batch_size), desc=f"epoch {epoch}", disable=not show_progress)
+    desc = f"epoch {epoch}/{cfg.epochs}"
+    bar = tqdm(range(0, len(train_x), cfg.batch_size), desc=desc, disable=not show_progress)
     for start in bar:
         xb = train_x[order[start : start + cfg.batch_size]]
         terms = elbo_terms(model(xb), xb, beta)
