@@ -57,6 +57,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--faults", type=int, default=2, help="faults injected per device (default: 2)")
     parser.add_argument("--rate", type=float, default=400.0, help="readings per second per device (default: 400)")
     parser.add_argument("--seed", type=int, default=0, help="seed for training and the simulated streams")
+    parser.add_argument(
+        "--retrain",
+        action="store_true",
+        help="train and export again even when --workdir holds a bundle of the same data and settings",
+    )
 
 
 @dataclass
@@ -71,6 +76,50 @@ class InjectedFault:
 
 def _banner(text: str) -> None:
     print(f"\n== {text}", flush=True)
+
+
+KEY_FILE = "demo-key.json"
+
+
+def _model_key(args: argparse.Namespace) -> dict[str, Any]:
+    """What the demo's model depends on: the data's bytes, the settings and the installed version."""
+    from edgevae.agent.bundle import sha256_file
+    from edgevae.agent.install import version
+
+    data = sha256_file(args.data) if args.data else "simulated plant"
+    return {"data": data, "seed": args.seed, "epochs": args.epochs, "precision": args.precision, "version": version()}
+
+
+def _reusable(args: argparse.Namespace, key: dict[str, Any]) -> Path | None:
+    """The bundle of an earlier run with the same key, if it still loads."""
+    from edgevae.agent.bundle import load_bundle
+    from edgevae.core.errors import BundleError
+
+    bundle, key_file = args.workdir / "bundle", args.workdir / KEY_FILE
+    if args.retrain or not key_file.is_file():
+        return None
+    try:
+        if json.loads(key_file.read_text()) != key:
+            return None
+        load_bundle(bundle).close()
+    except (OSError, ValueError, BundleError):
+        return None
+    return bundle
+
+
+def _model(args: argparse.Namespace) -> Path:
+    """The demo's bundle: the one trained before on the same data and settings, else a new one."""
+    key = _model_key(args)
+    reused = _reusable(args, key)
+    if reused is not None:
+        _banner(f"reusing the bundle in {reused}: same data and settings (--retrain trains again)")
+        return reused
+    for own in ("run", "bundle"):
+        shutil.rmtree(args.workdir / own, ignore_errors=True)
+    (args.workdir / KEY_FILE).unlink(missing_ok=True)
+    bundle = _train_and_export(args)
+    (args.workdir / KEY_FILE).write_text(json.dumps(key, indent=1) + "\n")
+    return bundle
 
 
 def _train_and_export(args: argparse.Namespace) -> Path:
@@ -206,11 +255,13 @@ def _start_agent(bundle: Path, broker: Broker, workdir: Path) -> subprocess.Pope
         f'[state]\ndirectory = "{(workdir / "state").resolve()}"\n'
     )
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    log = (workdir / "agent.log").open("wb")
     print(f"agent log: {workdir / 'agent.log'}")
-    return subprocess.Popen(
-        [sys.executable, "-m", "edgevae.agent", "--config", str(config)], env=env, stdout=log, stderr=subprocess.STDOUT
-    )
+    # The child holds its own copy of the descriptor: ours closes at once.
+    with (workdir / "agent.log").open("wb") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "edgevae.agent", "--config", str(config)],
+            env=env, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
 
 
 def _summarize(injected: list[InjectedFault], alerts: list[dict[str, Any]], window_s: float) -> tuple[int, int]:
@@ -239,10 +290,9 @@ def _summarize(injected: list[InjectedFault], alerts: list[dict[str, Any]], wind
 
 def run_demo(args: argparse.Namespace) -> int:
     args.workdir.mkdir(parents=True, exist_ok=True)
-    # The demo owns these two folders; a rerun starts from scratch rather than refusing to overwrite.
-    for own in ("run", "bundle", "state"):
-        shutil.rmtree(args.workdir / own, ignore_errors=True)
-    bundle = _train_and_export(args)
+    # The demo owns these folders: the agent's state starts afresh; the model is kept when it would be the same.
+    shutil.rmtree(args.workdir / "state", ignore_errors=True)
+    bundle = _model(args)
     from edgevae.agent.bundle import load_bundle
 
     manifest = load_bundle(bundle).manifest
