@@ -95,7 +95,8 @@ def _reusable(args: argparse.Namespace, key: dict[str, Any]) -> Path | None:
     from edgevae.agent.bundle import load_bundle
     from edgevae.core.errors import BundleError
 
-    bundle, key_file = args.workdir / "bundle", args.workdir / KEY_FILE
+    workdir: Path = args.workdir
+    bundle, key_file = workdir / "bundle", workdir / KEY_FILE
     if args.retrain or not key_file.is_file():
         return None
     try:
