@@ -7,7 +7,10 @@ a user gets; `--train-flags` and `--export-flags` pass extra flags to those comm
 from __future__ import annotations
 
 import argparse
+import logging
 import shlex
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from edgevae.core.errors import ConfigError
@@ -100,16 +103,38 @@ def config_from_args(args: argparse.Namespace) -> EvalConfig:
     )
 
 
+# The commands an evaluation runs dozens of times: their per-run INFO lines would bury the report.
+QUIET_DURING_EVALUATION = ("edgevae.training", "edgevae.export", "edgevae.evaluation.commands", "onnxruntime")
+
+
+@contextmanager
+def _quiet_commands() -> Iterator[None]:
+    """Warnings only from the commands an evaluation runs, unless the log level is debug; restored after."""
+    if logging.getLogger().getEffectiveLevel() <= logging.DEBUG:
+        yield
+        return
+    loggers = [logging.getLogger(name) for name in QUIET_DURING_EVALUATION]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
+
+
 def run_from_args(args: argparse.Namespace) -> int:
     from edgevae.evaluation.report import write_report
 
     cfg = config_from_args(args)
-    if args.sweep:
-        from edgevae.evaluation.sweep import sweep, write_sweep
+    with _quiet_commands():
+        if args.sweep:
+            from edgevae.evaluation.sweep import sweep, write_sweep
 
-        print(write_sweep(sweep(cfg), cfg.out).read_text())
-        return 0
-    document = evaluate(cfg, args.workdir)
+            print(write_sweep(sweep(cfg), cfg.out).read_text())
+            return 0
+        document = evaluate(cfg, args.workdir)
     paths = write_report(document, cfg.out, plots=cfg.plots)
     print(paths["markdown"].read_text())
     return 0

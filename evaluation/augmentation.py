@@ -49,7 +49,7 @@ def train_augmented(
         generator, SAMPLES_PER_ROW * rows, out.with_name(out.name + "-synthetic.npz"), progress=False
     )
     spent = time.perf_counter() - started
-    logger.info("%s generator of %s trained and sampled in %.0f s", augmentation.kind, data.name, spent)
+    logger.debug("%s generator of %s trained and sampled in %.0f s", augmentation.kind, data.name, spent)
     augment = ["--augment", f"{synthetic}:{augmentation.ratio}"]
     return run_train(["--data", str(data), "--out", str(out), *system, *train_flags, *augment])
 

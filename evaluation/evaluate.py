@@ -135,9 +135,18 @@ def _score(bundle: Path, table: Table, first_test_row: int, name: str) -> FileRe
     return FileResult(name, labels.astype(np.int8), predictions, ratio, timestamps, threshold, _describe(bundle))
 
 
+def _progress(items: list[Path], desc: str) -> Any:
+    """A progress bar over the files on a terminal (the per-file figures are at debug level)."""
+    import sys
+
+    from tqdm import tqdm
+
+    return tqdm(items, desc=desc, unit="file", disable=not sys.stderr.isatty(), leave=False)
+
+
 def run_leaderboard(cfg: EvalConfig, files: list[Path], work: Path) -> dict[str, list[FileResult]]:
     results: dict[str, list[FileResult]] = {p: [] for p in cfg.precisions}
-    for path in files:
+    for path in _progress(files, "leaderboard"):
         table = read_table(path)
         name = f"{path.parent.name}/{path.stem}"
         fit = Table(f"{path}[:{FIT_ROWS}]", table.timestamps[:FIT_ROWS], table.values[:FIT_ROWS], table.channels, None)
@@ -148,7 +157,7 @@ def run_leaderboard(cfg: EvalConfig, files: list[Path], work: Path) -> dict[str,
         for precision in cfg.precisions:
             bundle = _export(cfg, run, work / "bundles" / f"{fit_csv.stem}-{precision}", precision)
             results[precision].append(_score(bundle, table, FIT_ROWS, name))
-        logger.info("leaderboard %s: %s", name, {p: _brief(r[-1]) for p, r in results.items()})
+        logger.debug("leaderboard %s: %s", name, {p: _brief(r[-1]) for p, r in results.items()})
     return results
 
 
@@ -166,9 +175,9 @@ def run_deployment(cfg: EvalConfig, files: list[Path], work: Path) -> dict[str, 
     results: dict[str, list[FileResult]] = {p: [] for p in cfg.precisions}
     for precision in cfg.precisions:
         bundle = _export(cfg, run, work / "bundles" / f"anomaly-free-{precision}", precision)
-        for path in files:
+        for path in _progress(files, f"deployment {precision}"):
             results[precision].append(_score(bundle, read_table(path), 0, f"{path.parent.name}/{path.stem}"))
-        logger.info("deployment %s: %s", precision, summarize(results[precision]))
+        logger.debug("deployment %s: %s", precision, summarize(results[precision]))
     return results
 
 

@@ -194,3 +194,19 @@ def test_bad_augmentation_flags_are_refused(
 
     assert main(["evaluate", "--data", str(SKAB), "--out", str(tmp_path), *flags]) == 2
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_an_evaluation_does_not_log_every_training_and_export(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import logging
+
+    from edgevae.cli.main import main
+
+    args = ["evaluate", "--data", str(SKAB), "--out", str(tmp_path), "--max-files", "2", "--no-plots"]
+    with caplog.at_level(logging.INFO):
+        assert main([*args, "--precision", "fp32", "--train-flags", "--epochs 1 --window 16"]) == 0
+    noisy = [r for r in caplog.records if r.levelno <= logging.INFO]
+    assert noisy == [], [f"{r.name}: {r.getMessage()}" for r in noisy[:5]]
+    assert "# SKAB detection quality" in capsys.readouterr().out
