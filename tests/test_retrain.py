@@ -268,6 +268,18 @@ def test_the_gate_refuses_only_a_candidate_worse_by_more_than_the_tolerance(
 # --- (c) bad configs -------------------------------------------------------------------------------------
 
 
+def _empty_setup(tmp_path: Path) -> dict[str, dict[str, Any]]:
+    """Empty data folders and a new repository: the tables of a config that validates."""
+    (tmp_path / "normal").mkdir()
+    (tmp_path / "labelled").mkdir()
+    init(tmp_path / "repo")
+    return {
+        "data": {"train": str(tmp_path / "normal"), "evaluate": str(tmp_path / "labelled")},
+        "publish": {"repo": str(tmp_path / "repo")},
+        "output": {"directory": str(tmp_path / "runs")},
+    }
+
+
 @pytest.mark.parametrize(
     ("table", "key", "value", "expected"),
     [
@@ -317,14 +329,7 @@ def test_the_gate_refuses_only_a_candidate_worse_by_more_than_the_tolerance(
 def test_a_bad_config_names_the_key_and_the_expected_value(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], table: str, key: str, value: Any, expected: str
 ) -> None:
-    (tmp_path / "normal").mkdir()
-    (tmp_path / "labelled").mkdir()
-    init(tmp_path / "repo")
-    tables: dict[str, dict[str, Any]] = {
-        "data": {"train": str(tmp_path / "normal"), "evaluate": str(tmp_path / "labelled")},
-        "publish": {"repo": str(tmp_path / "repo")},
-        "output": {"directory": str(tmp_path / "runs")},
-    }
+    tables = _empty_setup(tmp_path)
     tables.setdefault(table, {})[key] = value
     config = write_config(tmp_path / "retrain.toml", **tables)
 
@@ -347,16 +352,8 @@ def test_a_missing_config_file_and_no_config_are_config_errors(
 
 
 def test_check_config_validates_and_trains_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    (tmp_path / "normal").mkdir()
-    (tmp_path / "labelled").mkdir()
-    init(tmp_path / "repo")
-    config = write_config(
-        tmp_path / "retrain.toml",
-        data={"train": str(tmp_path / "normal"), "evaluate": str(tmp_path / "labelled")},
-        train={"flags": ["--epochs", "3"]},
-        publish={"repo": str(tmp_path / "repo")},
-        output={"directory": str(tmp_path / "runs")},
-    )
+    tables = _empty_setup(tmp_path)
+    config = write_config(tmp_path / "retrain.toml", **tables, train={"flags": ["--epochs", "3"]})
     assert main(["retrain", "--config", str(config), "--check-config"]) == 0
     assert capsys.readouterr().out == f"{config}: config OK\n"
     assert not (tmp_path / "runs").exists()
@@ -378,16 +375,9 @@ def test_the_systemd_example_is_the_printed_config(capsys: pytest.CaptureFixture
 
 
 def test_a_generator_is_trained_by_one_table_only(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    (tmp_path / "normal").mkdir()
-    (tmp_path / "labelled").mkdir()
-    init(tmp_path / "repo")
-    config = write_config(
-        tmp_path / "retrain.toml",
-        data={"train": str(tmp_path / "normal"), "evaluate": str(tmp_path / "labelled")},
-        export={"flags": ["--generator", str(tmp_path)]},
-        generator={"kind": "gan"},
-        publish={"repo": str(tmp_path / "repo")},
-    )
+    tables = _empty_setup(tmp_path)
+    export, generator = {"flags": ["--generator", str(tmp_path)]}, {"kind": "gan"}
+    config = write_config(tmp_path / "retrain.toml", **tables, export=export, generator=generator)
     assert main(["retrain", "--config", str(config)]) == 2
     assert "export.flags: ['--generator'," in capsys.readouterr().err
 
