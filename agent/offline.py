@@ -126,17 +126,30 @@ def score_table(
     return rows
 
 
-def write_scores(rows: list[ScoreRow], channels: tuple[str, ...], path: str | Path) -> None:
+def write_scores(
+    rows: list[ScoreRow], channels: tuple[str, ...], path: str | Path, source: Table | None = None
+) -> None:
+    """One line per input row: the input's own timestamp and label columns as it wrote them (when `source`,
+    the table scored, has them), then `timestamp` in epoch seconds, the score and decision, each channel's error."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    ours = ["timestamp", "score", "threshold", "is_anomaly", *(f"error_{c}" for c in channels)]
+    kept: list[tuple[str, list[str]]] = []
+    if source is not None and source.timestamp_text is not None and len(source.timestamp_text) == len(rows):
+        kept.append((source.timestamp_column, source.timestamp_text.tolist()))
+    if source is not None and source.labels is not None and len(source.labels) == len(rows):
+        kept.append((source.label_column or "label", [str(v) for v in source.labels.tolist()]))
+    # An input column named like one of ours keeps its values under input_<name>.
+    names = [f"input_{name}" if name in ours else name for name, _ in kept]
     with path.open("w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)
-        writer.writerow(["timestamp", "score", "threshold", "is_anomaly", *(f"error_{c}" for c in channels)])
+        writer.writerow([*names, *ours])
         empty = [""] * len(channels)
-        for r in rows:
+        for i, r in enumerate(rows):
             score = "" if r.score is None else format(r.score, ".9g")
             errors = empty if r.channel_error is None else [format(e, ".9g") for e in r.channel_error.tolist()]
-            writer.writerow([repr(r.timestamp), score, format(r.threshold, ".9g"), int(r.is_anomaly), *errors])
+            front = [values[i] for _, values in kept]
+            writer.writerow([*front, repr(r.timestamp), score, format(r.threshold, ".9g"), int(r.is_anomaly), *errors])
 
 
 def score_csv(
@@ -150,7 +163,7 @@ def _score_csv(bundle: Bundle, input_csv: str | Path, out_csv: str | Path, backe
     table = read_table(input_csv)
     dropped: Counter[str] = Counter()
     rows = score_table(bundle, table, backend_key, dropped=dropped)
-    write_scores(rows, bundle.manifest.channels, out_csv)
+    write_scores(rows, bundle.manifest.channels, out_csv, table)
     flags = np.array([r.is_anomaly for r in rows], dtype=bool)
     return ScoreSummary(
         rows=len(rows),

@@ -33,6 +33,10 @@ class Table:
     values: np.ndarray  # (rows, channels) float64
     channels: tuple[str, ...]
     labels: np.ndarray | None  # (rows,) int8 0/1 from `anomaly` or `label`, if present
+    # As the file wrote them, for outputs that keep the input's own columns (read_table fills these).
+    timestamp_column: str = ""
+    timestamp_text: np.ndarray | None = None  # (rows,) str
+    label_column: str = ""
 
     def __post_init__(self) -> None:
         rows = self.timestamps.shape[0]
@@ -101,7 +105,9 @@ def read_table(path: str | Path) -> Table:
             raise _error(path, lines[i], f"expected a label 0 or 1 in column {header[label_col]!r}, got {got!r}")
         labels = raw.astype(np.int8)
     logger.debug("read %s: %d rows, %d channels, labels=%s", path, len(rows), len(channels), labels is not None)
-    return Table(str(path), timestamps, values, channels, labels)
+    label_name = header[label_col] if label_col is not None else ""
+    # A copy: a view would keep every cell of the file alive with the table.
+    return Table(str(path), timestamps, values, channels, labels, header[ts_col], cells[:, ts_col].copy(), label_name)
 
 
 def read_tables(path: str | Path) -> list[Table]:

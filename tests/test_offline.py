@@ -43,6 +43,10 @@ def test_score_csv(bundle: Path, faulty_csv: tuple[Path, np.ndarray], tmp_path: 
     with out.open() as fh:
         rows = list(csv.reader(fh))
     header, body = rows[0], rows[1:]
+    # The input's own timestamp and label columns come first, as the file wrote them.
+    assert header[:2] == ["input_timestamp", "anomaly"]
+    assert [row[:2] for row in body[:2]] == [[str(float(t)), "0"] for t in timestamps(ROWS)[:2]]
+    header, body = header[2:], [row[2:] for row in body]
     assert header == ["timestamp", "score", "threshold", "is_anomaly", "error_temp", "error_pressure", "error_flow"]
     assert len(body) == ROWS
     scores, errors = reference_scores(values)
@@ -95,5 +99,25 @@ def test_edgevae_score_command_runs_without_torch(
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     header = out.read_text().splitlines()[0].split(",")
-    assert header[:4] == ["timestamp", "score", "threshold", "is_anomaly"]
+    assert header[:6] == ["input_timestamp", "anomaly", "timestamp", "score", "threshold", "is_anomaly"]
     assert len(out.read_text().splitlines()) == ROWS + 1
+
+
+def test_scores_keep_the_inputs_own_timestamp_and_labels(bundle: Path, tmp_path: Path) -> None:
+    """SKAB-style input: an ISO `datetime` column and `anomaly` labels come back as they were written."""
+    stamps = [f"2020-03-09 10:{m:02d}:{s:02d}" for m in range(2) for s in range(60)][:40]
+    labels = [int(20 <= i < 30) for i in range(40)]
+    path = tmp_path / "skab.csv"
+    with path.open("w", newline="") as fh:
+        writer = csv.writer(fh, delimiter=";")
+        writer.writerow(["datetime", *CHANNELS, "anomaly"])
+        for i, row in enumerate(stream(40).tolist()):
+            writer.writerow([stamps[i], *row, labels[i]])
+    out = tmp_path / "scores.csv"
+    score_csv(bundle, path, out)
+    with out.open() as fh:
+        header, *body = list(csv.reader(fh))
+    assert header[:3] == ["datetime", "anomaly", "timestamp"]
+    assert [row[0] for row in body] == stamps
+    assert [int(row[1]) for row in body] == labels
+    assert float(body[0][2]) == 1583748000.0  # 2020-03-09 10:00:00 UTC
