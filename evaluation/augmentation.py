@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgevae.evaluation.commands import run_train, run_train_generator
+from edgevae.evaluation.commands import flag_value, run_train, run_train_generator
 
 logger = logging.getLogger(__name__)
 
@@ -37,12 +37,11 @@ def train_augmented(
     from edgevae.training.generators.augment import write_synthetic
 
     started = time.perf_counter()
-    seed = system[system.index("--seed") + 1]
-    threads = system[system.index("--threads") + 1]
+    seed, threads = flag_value(system, "--seed"), flag_value(system, "--threads")
     window = flag_value(train_flags, "--window")
     generator = run_train_generator(
         ["--kind", augmentation.kind, "--data", str(data), "--out", str(out.with_name(out.name + "-generator")),
-         "--seed", seed, "--threads", threads, "--no-progress", *(["--window", window] if window else []),
+         "--seed", str(seed), "--threads", str(threads), "--no-progress", *(["--window", window] if window else []),
          *augmentation.generator_flags]
     )  # fmt: skip
     synthetic = write_synthetic(
@@ -52,17 +51,3 @@ def train_augmented(
     logger.debug("%s generator of %s trained and sampled in %.0f s", augmentation.kind, data.name, spent)
     augment = ["--augment", f"{synthetic}:{augmentation.ratio}"]
     return run_train(["--data", str(data), "--out", str(out), *system, *train_flags, *augment])
-
-
-def flag_value(flags: tuple[str, ...], name: str) -> str | None:
-    """The value `flags` give the flag `name` (as `--name V` or `--name=V`), or None.
-
-    >>> flag_value(("--epochs", "3", "--window=48"), "--window")
-    '48'
-    """
-    for i, flag in enumerate(flags):
-        if flag == name and i + 1 < len(flags):
-            return flags[i + 1]
-        if flag.startswith(name + "="):
-            return flag.split("=", 1)[1]
-    return None

@@ -74,3 +74,17 @@ def run_train_generator(argv: Sequence[str]) -> Path:
     from edgevae.training.generators.train import train_generator
 
     return train_generator(config_from_args(parse_flags(add_arguments, argv)))
+
+
+def flag_value(flags: Sequence[str], name: str) -> str | None:
+    """The value `flags` give the flag `name` (as `--name V` or `--name=V`), or None.
+
+    >>> flag_value(("--epochs", "3", "--window=48"), "--window")
+    '48'
+    """
+    for i, flag in enumerate(flags):
+        if flag == name and i + 1 < len(flags):
+            return flags[i + 1]
+        if flag.startswith(name + "="):
+            return flag.split("=", 1)[1]
+    return None

@@ -28,8 +28,7 @@ from typing import Any
 from edgevae.agent.table import Table, read_tables
 from edgevae.core.errors import DataError, EdgeVAEError, ExportError
 from edgevae.evaluation import gate
-from edgevae.evaluation.augmentation import flag_value
-from edgevae.evaluation.commands import run_export, run_train, run_train_generator
+from edgevae.evaluation.commands import flag_value, run_export, run_train, run_train_generator
 from edgevae.evaluation.retrain_config import RetrainConfig
 
 logger = logging.getLogger(__name__)
