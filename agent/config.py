@@ -15,11 +15,15 @@ from edgevae.agent.backends import (
     OrtCpuBackendConfig,
 )
 from edgevae.agent.config_base import CREDENTIALS_ENV, Document, Problems, Table, join_key, show_value, state_directory
+from edgevae.agent.config_integrations import ControlConfig, HomeAssistantConfig, MetricsConfig
 from edgevae.agent.config_mqtt import MqttConfig, TlsConfig, default_client_id
 
 __all__ = [
     "CREDENTIALS_ENV",
     "Config",
+    "ControlConfig",
+    "HomeAssistantConfig",
+    "MetricsConfig",
     "DetectionConfig",
     "LimitsConfig",
     "LogConfig",
@@ -209,7 +213,9 @@ class UpdatesConfig(Table):
 
 
 class SelftestConfig(Table):
-    enabled: bool = Field(default=True, description="run the detection self-test (retained on <prefix>/<agent>/health)")
+    enabled: bool = Field(
+        default=True, description="run the detection self-test (retained on <prefix>/v1/<agent>/health)"
+    )
     interval_s: float = Field(
         default=3600.0,
         ge=0,
@@ -242,6 +248,11 @@ class Config(Document):
     selftest: SelftestConfig = Field(default_factory=SelftestConfig, description="the detection self-test")
     stats: StatsConfig = Field(default_factory=StatsConfig, description="periodic stats messages")
     log: LogConfig = Field(default_factory=LogConfig, description="logging")
+    control: ControlConfig = Field(default_factory=ControlConfig, description="control requests over MQTT")
+    homeassistant: HomeAssistantConfig = Field(
+        default_factory=HomeAssistantConfig, description="Home Assistant MQTT discovery"
+    )
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig, description="Prometheus metrics")
 
     @property
     def agent_id(self) -> str:

@@ -65,6 +65,11 @@ class MqttConfig(Table):
         description="sensor topic filters; the single `+` level of each is the device id",
     )
     topic_prefix: str = Field(default="edgevae", description="first level of every topic the agent publishes")
+    state_interval_s: float = Field(
+        default=10.0,
+        ge=0,
+        description="each device's retained state refreshes its score at most this often; 0: only on a change",
+    )
     reconnect_max_s: int = Field(default=60, ge=1, description="longest wait between reconnect attempts, in seconds")
     session_expiry_s: int = Field(
         default=3600,

@@ -17,33 +17,43 @@ from edgevae.agent import alerts
 from edgevae.agent.alerts import Alert
 from edgevae.agent.bundle import Manifest
 from edgevae.agent.detector import Detector, OpenAlert, StepResult
+from edgevae.agent.device_state import Acknowledgement, DeviceStates
 from edgevae.agent.outbox import Outbox
 from edgevae.agent.state import StateStore
+from edgevae.agent.topics import Topics
 
 logger = logging.getLogger(__name__)
 
 
-def alert_topic(prefix: str, device: str) -> str:
-    return f"{prefix}/{device}/alert"
-
-
 class AlertJournal:
-    def __init__(self, store: StateStore, outbox: Outbox, manifest: Manifest, agent_id: str, prefix: str) -> None:
+    """Also keeps the per-device states in step with the alerts, and holds back the alerts of muted devices:
+    an alert that opens while its device is muted is recorded and shown in the state, but neither it nor its
+    end is published."""
+
+    def __init__(
+        self, store: StateStore, outbox: Outbox, manifest: Manifest, topics: Topics, states: DeviceStates
+    ) -> None:
         self.store = store
         self.outbox = outbox
         self.manifest = manifest
-        self.agent_id = agent_id
-        self.prefix = prefix
+        self.topics = topics
+        self.agent_id = topics.agent
+        self.states = states
+        self.held_back: set[str] = set()  # ids of open alerts raised while their device was muted
+        self.muted_alerts = 0
 
     def record(self, result: StepResult, detector: Detector) -> list[Alert]:
-        """Queue the pass's alerts and ends and update the open-alert records; returns the alerts queued."""
+        """Queue the pass's alerts and ends and update the open-alert records; returns the alerts raised (held
+        back or not)."""
+        raised = [alerts.from_event(event, self.manifest, self.agent_id) for event in result.events]
+        self.states.observe(result.windows, raised)
         if not result.events and not result.changed:
             return []
-        queued = [alerts.from_event(event, self.manifest, self.agent_id) for event in result.events]
+        queued = [alert for alert in raised if not self._held_back(alert)]
         try:
             with self.store.transaction():
                 for alert in queued:
-                    self.outbox.add(alert_topic(self.prefix, alert.device), alert.to_json(), "alert")
+                    self.outbox.add(self.topics.alert(alert.device), alert.to_json(), "alert")
                 for device in result.changed:
                     open_alert = detector.open_alert(device)
                     if open_alert is None:
@@ -54,8 +64,26 @@ class AlertJournal:
             # A full or failing disk must not cost the alert: it goes out now, held in memory only.
             logger.error("state database write failed (%s): %d alerts sent without durability", exc, len(queued))
             for alert in queued:
-                self.outbox.send_volatile(alert_topic(self.prefix, alert.device), alert.to_json(), "alert")
-        return queued
+                self.outbox.send_volatile(self.topics.alert(alert.device), alert.to_json(), "alert")
+        return raised
+
+    def _held_back(self, alert: Alert) -> bool:
+        if alert.type == "alert" and self.states.is_muted(alert.device):
+            self.held_back.add(alert.id)
+            self.muted_alerts += 1
+            return True
+        if alert.type == "end" and alert.id in self.held_back:
+            self.held_back.discard(alert.id)
+            return True
+        return False
+
+    def acknowledge(self, detector: Detector, device: str, ack: Acknowledgement) -> None:
+        """Keep the acknowledgement with the open alert's record, so that it survives a restart."""
+        self.states.acknowledge(device, ack)
+        open_alert = detector.open_alert(device)
+        if open_alert is not None:
+            with self.store.transaction():
+                self.store.save_open_alert(device, self._record(open_alert))
 
     def resume(self, detector: Detector) -> list[Alert]:
         """Take up the alerts open at the last stop; returns the ends queued for those that cannot continue."""
@@ -75,10 +103,11 @@ class AlertJournal:
                     continue
                 if same_model:
                     detector.resume(open_alert)
+                    self.states.resume(self._resumed_alert(open_alert, record), _ack(record))
                     logger.warning("alert %s on %s is still open; it continues", record["id"], device)
                     continue
                 end = self._model_changed_end(open_alert, record)
-                self.outbox.add(alert_topic(self.prefix, device), end.to_json(), "alert")
+                self.outbox.add(self.topics.alert(device), end.to_json(), "alert")
                 self.store.delete_open_alert(device)
                 ended.append(end)
                 logger.warning(
@@ -94,7 +123,7 @@ class AlertJournal:
             return ends
         with self.store.transaction():
             for end in ends:
-                self.outbox.add(alert_topic(self.prefix, end.device), end.to_json(), "alert")
+                self.outbox.add(self.topics.alert(end.device), end.to_json(), "alert")
                 self.store.delete_open_alert(end.device)
         return ends
 
@@ -107,7 +136,19 @@ class AlertJournal:
             "model": {"id": self.manifest.model_id, "version": self.manifest.model_version},
             "threshold": self.manifest.threshold.value,
             "channels": list(self.manifest.channels),
+            "ack": ack.to_dict() if (ack := self.states.acknowledgement(open_alert.device)) else None,
         }
+
+    def _resumed_alert(self, open_alert: OpenAlert, record: dict[str, Any]) -> Alert:
+        """The opening alert of an alert that continues after a restart, as the device state shows it."""
+        peak = open_alert.peak
+        return Alert(
+            type="alert", id=str(record["id"]), agent=self.agent_id, device=open_alert.device,
+            started=open_alert.started_ts, window_start=peak.start_ts, window_end=peak.end_ts, score=peak.score,
+            threshold=float(record["threshold"]), peak_score=peak.score,
+            top_channels=alerts.top_channels(tuple(record["channels"]), peak.channel_error),
+            model_id=str(record["model"]["id"]), model_version=str(record["model"]["version"]),
+        )  # fmt: skip
 
     def _model_changed_end(self, open_alert: OpenAlert, record: dict[str, Any]) -> Alert:
         """The end of an alert raised under another model: its id, model, threshold and channels as they were,
@@ -131,3 +172,13 @@ class AlertJournal:
             duration_s=peak.end_ts - open_alert.started_ts,
             reason="model_changed",
         )
+
+
+def _ack(record: dict[str, Any]) -> Acknowledgement | None:
+    ack = record.get("ack")
+    if not isinstance(ack, dict):
+        return None
+    try:
+        return Acknowledgement(str(ack["alert_id"]), str(ack["by"]), float(ack["time"]), str(ack.get("note", "")))
+    except (KeyError, TypeError, ValueError):
+        return None

@@ -1,7 +1,9 @@
-"""The broker link (paho-mqtt 2.x, MQTT 5 or 3.1.1): retained status with a last will, and a bounded inbox."""
+"""The broker link (paho-mqtt 2.x, MQTT 5 or 3.1.1): retained availability with a last will, a bounded inbox
+for readings and a small one for control requests."""
 
 from __future__ import annotations
 
+import json
 import logging
 import queue
 import socket
@@ -9,6 +11,7 @@ import sys
 import threading
 import time
 from collections import Counter
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import paho.mqtt.client as mqtt
@@ -17,6 +20,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from edgevae.agent.config import MqttConfig
+from edgevae.agent.topics import Topics
 
 logger = logging.getLogger(__name__)
 
@@ -25,7 +29,9 @@ logger = logging.getLogger(__name__)
 PACKET_OVERHEAD_BYTES = 4096
 FAILURE_LOG_INTERVAL_S = 60.0
 
-ONLINE, OFFLINE, STOPPED = b"online", b"offline", b"stopped"
+ONLINE, OFFLINE = b"online", b"offline"
+# Requests are few and small; more than this waiting is a flood, and the excess is refused unread.
+MAX_REQUESTS = 100
 # paho keeps unacknowledged QoS 1 messages in memory; past 65,535 it stalls and loses them, so cap well below.
 MAX_OUTSTANDING = 10_000
 
@@ -82,8 +88,23 @@ class OncePerInterval(logging.Filter):
         return True
 
 
-def status_topic(prefix: str, agent_id: str) -> str:
-    return f"{prefix}/{agent_id}/status"
+@dataclass(frozen=True)
+class Request:
+    """A control request as it arrived: MQTT 5's response topic and correlation data, when the sender set them."""
+
+    action: str
+    payload: bytes
+    response_topic: str | None = None
+    correlation: bytes | None = None
+
+
+def offline_reason(reason: str, online_since: float) -> bytes:
+    """`connection_lost` is set on every connect, so that it is what stays when the agent vanishes (the last
+    will can carry only the `offline` availability); a clean stop replaces it with `stopped` first."""
+    data = {"reason": reason, "online_since": round(online_since, 3)}
+    if reason != "connection_lost":
+        data["time"] = round(time.time(), 3)
+    return json.dumps(data, separators=(",", ":")).encode()
 
 
 class MqttLink:
@@ -93,12 +114,14 @@ class MqttLink:
     def __init__(
         self,
         cfg: MqttConfig,
-        agent_id: str,
+        topics: Topics,
         inbox: Inbox,
         password: str | None = None,
         max_payload_bytes: int | None = None,
+        control: bool = False,
     ) -> None:
         self.cfg = cfg
+        self.control = control  # subscribe to control requests
         self.max_payload_bytes = max_payload_bytes
         self.oversized = 0  # messages refused before queueing (network thread only)
         # Why the link is down, for the log, the systemd status line and the stats (network thread writes).
@@ -106,9 +129,12 @@ class MqttLink:
         self.connect_failures = 0
         self._failures_logged = 0
         self._next_failure_log = 0.0
-        self.agent_id = agent_id
+        self.topics = topics
+        self.agent_id = agent_id = topics.agent
         self.inbox = inbox
-        self.status_topic = status_topic(cfg.topic_prefix, agent_id)
+        self.requests: queue.Queue[Request] = queue.Queue(MAX_REQUESTS)
+        self.requests_refused = 0  # the request queue was full (network thread only)
+        self.online_since = 0.0
         self.connected = threading.Event()
         self.queue_full = 0  # written by the network thread only
         self.rejected = 0  # publishes the broker answered with a failure reason (network thread only)
@@ -118,6 +144,7 @@ class MqttLink:
         # (mid, failure reason or None) of every acknowledged QoS 1 publish, for the outbox (network thread puts).
         self._acks: queue.SimpleQueue[tuple[int, str | None]] = queue.SimpleQueue()
         self.session_present = False
+        self._subscribed: list[str] = []
         self._refused = False  # the last CONNECT was answered with a refusal (network thread only)
         self._stopping = False
         persistent = cfg.session_expiry_s > 0
@@ -128,7 +155,7 @@ class MqttLink:
             # MQTT 3.1.1 has the flag on the client; MQTT 5 has clean_start on connect (paho refuses this there).
             clean_session=None if cfg.protocol == "5" else not persistent,
         )
-        client.will_set(self.status_topic, OFFLINE, qos=1, retain=True)
+        client.will_set(topics.availability, OFFLINE, qos=1, retain=True)
         if cfg.username:
             client.username_pw_set(cfg.username, password)
         if cfg.use_tls:
@@ -195,10 +222,24 @@ class MqttLink:
             except queue.Empty:
                 return acks
 
-    def publish(self, topic: str, payload: bytes, *, kind: str, qos: int = 1, retain: bool = False) -> bool:
-        """Publish, counting the outcome under `kind`. True if sent or held for the reconnect."""
+    def publish(
+        self,
+        topic: str,
+        payload: bytes,
+        *,
+        kind: str,
+        qos: int = 1,
+        retain: bool = False,
+        correlation: bytes | None = None,
+    ) -> bool:
+        """Publish, counting the outcome under `kind`. True if sent or held for the reconnect. `correlation`
+        is MQTT 5's correlation data, echoed on a response (ignored under 3.1.1)."""
+        properties = None
+        if correlation is not None and self.cfg.protocol == "5":
+            properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+            properties.CorrelationData = correlation
         try:
-            info = self.client.publish(topic, payload, qos=qos, retain=retain)
+            info = self.client.publish(topic, payload, qos=qos, retain=retain, properties=properties)
         except ValueError:
             logger.exception("cannot publish %s on %r", kind, topic)
             self.failed[kind] += 1
@@ -213,15 +254,22 @@ class MqttLink:
         logger.warning("publish of %s on %s failed: %s", kind, topic, mqtt.error_string(info.rc))
         return False
 
-    def stop(self, timeout: float = 5.0) -> None:
-        """Say `stopped` (retained), then disconnect cleanly so the broker does not send the last will."""
+    def stop(
+        self, retained: list[tuple[str, bytes]] | None = None, reason: str = "stopped", timeout: float = 5.0
+    ) -> None:
+        """Publish `retained` (the device states' clearing), the reason and `offline`, then disconnect cleanly
+        so that the broker does not send the last will."""
         self._stopping = True
         if self.connected.is_set():
-            info = self.client.publish(self.status_topic, STOPPED, qos=1, retain=True)
+            last = [*(retained or []), (self.topics.offline_reason, offline_reason(reason, self.online_since))]
+            last.append((self.topics.availability, OFFLINE))
+            infos = [self.client.publish(topic, payload, qos=1, retain=True) for topic, payload in last]
+            deadline = time.monotonic() + timeout
             try:
-                info.wait_for_publish(timeout)
+                for info in infos:
+                    info.wait_for_publish(max(0.0, deadline - time.monotonic()))
             except (ValueError, RuntimeError) as exc:
-                logger.warning("could not publish the stopped status: %s", exc)
+                logger.warning("could not publish the offline availability: %s", exc)
         self.client.disconnect()
         self.client.loop_stop()
 
@@ -240,8 +288,14 @@ class MqttLink:
         self.session_present = bool(getattr(flags, "session_present", False))
         # Subscribing here renews the subscriptions after every reconnect (a clean or expired session has none;
         # a resumed one keeps them, and subscribing again changes nothing).
-        client.subscribe([(topic, int(self.cfg.qos)) for topic in self.cfg.topics])
-        client.publish(self.status_topic, ONLINE, qos=1, retain=True)
+        subscriptions = [(topic, int(self.cfg.qos)) for topic in self.cfg.topics]
+        if self.control:
+            subscriptions.append((self.topics.requests, 1))
+        self._subscribed = [topic for topic, _ in subscriptions]
+        client.subscribe(subscriptions)
+        self.online_since = time.time()
+        client.publish(self.topics.offline_reason, offline_reason("connection_lost", self.online_since), 1, True)
+        client.publish(self.topics.availability, ONLINE, qos=1, retain=True)
         self.connected.set()
         self.last_error = ""
         resumed = "resumed its session" if self.session_present else "new session"
@@ -289,7 +343,7 @@ class MqttLink:
         )
 
     def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reason_codes: Any, properties: Any) -> None:
-        for topic, code in zip(self.cfg.topics, reason_codes, strict=False):
+        for topic, code in zip(self._subscribed, reason_codes, strict=False):
             if code.is_failure:
                 logger.error("broker refused the subscription to %s: %s", topic, code)
 
@@ -305,6 +359,10 @@ class MqttLink:
             topic = msg.topic
         except UnicodeDecodeError:
             topic = ""  # matches no filter, so it is counted as bad_topic
+        action = self.topics.request_action(topic) if self.control else None
+        if action is not None:
+            self._request(action, msg)
+            return
         if self.max_payload_bytes is not None and len(msg.payload) > self.max_payload_bytes:
             # Refused here, before it is queued: memory is bounded by the config, not by what the broker lets by.
             self.oversized += 1
@@ -313,3 +371,12 @@ class MqttLink:
             self.inbox.put_nowait((topic, bytes(msg.payload)))
         except queue.Full:
             self.queue_full += 1
+
+    def _request(self, action: str, msg: mqtt.MQTTMessage) -> None:
+        props = getattr(msg, "properties", None)
+        response_topic = getattr(props, "ResponseTopic", None) or None
+        correlation = getattr(props, "CorrelationData", None) or None
+        try:
+            self.requests.put_nowait(Request(action, bytes(msg.payload), response_topic, correlation))
+        except queue.Full:
+            self.requests_refused += 1

@@ -14,18 +14,21 @@ from edgevae.agent.bundle import Manifest
 from edgevae.agent.config import Config
 from edgevae.agent.config_file import read_password
 from edgevae.agent.detector import Detector
+from edgevae.agent.device_state import Acknowledgement, DeviceStates
 from edgevae.agent.health import HealthJob
 from edgevae.agent.journal import AlertJournal
+from edgevae.agent.metrics import Metrics
 from edgevae.agent.mqtt import Inbox, MqttLink
 from edgevae.agent.notify import Notifier
 from edgevae.agent.outbox import Outbox
+from edgevae.agent.presence import Presence
 from edgevae.agent.readings import DeviceTopics, DropReason, OrderGuard, ReadingParser
 from edgevae.agent.release import Device
-from edgevae.agent.service_stats import stats_report
+from edgevae.agent.service_stats import metrics_sample, stats_report
 from edgevae.agent.state import StateStore
 from edgevae.agent.stats import DropLog, RateMeter, StatsReport
+from edgevae.agent.topics import Topics
 from edgevae.agent.update_setup import UpdateRunner, model_store
-from edgevae.agent.updates import update_topic
 from edgevae.core.decision import Debounce
 
 logger = logging.getLogger(__name__)
@@ -61,21 +64,27 @@ class Service:
         self.parser = self._parser(manifest)
         self.guard = OrderGuard(limits.max_devices, det.max_future_s or None, det.reanchor_after)
         self.topics = DeviceTopics(config.mqtt.topics)
+        self.out = Topics(config.mqtt.topic_prefix, self.agent_id)
         self.drops = DropLog(config.log.drop_warning_interval_s)
         self.inbox = Inbox(limits.queue_size, limits.queue_bytes)
         self.link = MqttLink(
-            config.mqtt, self.agent_id, self.inbox, read_password(config.mqtt), limits.max_payload_bytes
-        )
+            config.mqtt, self.out, self.inbox, read_password(config.mqtt), limits.max_payload_bytes,
+            control=config.control.enabled,
+        )  # fmt: skip
         self.outbox = Outbox(self.store, self.link, config.state.outbox_max_bytes)
-        self.journal = AlertJournal(self.store, self.outbox, manifest, self.agent_id, config.mqtt.topic_prefix)
+        self.states = DeviceStates(self.out, manifest.threshold.value, config.mqtt.state_interval_s)
+        self.journal = AlertJournal(self.store, self.outbox, manifest, self.out, self.states)
         self.journal.resume(self.detector)
+        self.presence = Presence(
+            config, self.link, self.store, self.states, self._acknowledge, self._stats_now, self._selftest_now
+        )
+        self.metrics: Metrics | None = Metrics(lambda: metrics_sample(self)) if config.metrics.port else None
         self.updates: UpdateRunner | None = None
         if self.models is not None:
             self.updates = UpdateRunner(
                 config, self.models, read_password(config.mqtt), self._publish_update, self._device
             )
-            updates = self.updates.updates
-            self.detector.observer = lambda w, s, sec: updates.observe(w, s, sec, self.manifest.threshold.value)
+        self.detector.observer = self._observe_batch
         self.health: HealthJob | None = None
         if config.selftest.enabled:
             self.health = HealthJob(
@@ -130,13 +139,30 @@ class Service:
             self.config.model.backend,
         )
 
+    def _observe_batch(self, windows: Any, scores: Any, seconds: float) -> None:
+        if self.metrics is not None:
+            self.metrics.observe_batch(seconds)
+        if self.updates is not None:
+            self.updates.updates.observe(windows, scores, seconds, self.manifest.threshold.value)
+
     def _publish_health(self, payload: bytes) -> None:
-        topic = f"{self.config.mqtt.topic_prefix}/{self.agent_id}/health"
-        self.link.publish(topic, payload, kind="health", qos=1, retain=True)
+        self.link.publish(self.out.agent_topic("health"), payload, kind="health", qos=1, retain=True)
 
     def _publish_update(self, payload: bytes) -> None:
-        topic = update_topic(self.config.mqtt.topic_prefix, self.agent_id)
-        self.link.publish(topic, payload, kind="update", qos=1, retain=True)
+        self.link.publish(self.out.agent_topic("update"), payload, kind="update", qos=1, retain=True)
+
+    def _acknowledge(self, device: str, ack: Acknowledgement) -> None:
+        self.journal.acknowledge(self.detector, device, ack)
+
+    def _stats_now(self) -> dict[str, Any]:
+        report = self._publish_stats()
+        return report.to_dict()
+
+    def _selftest_now(self) -> bool:
+        if self.health is None:
+            return False
+        self.health.poke()
+        return True
 
     def _swap_model(self) -> None:
         """Between two scoring passes: score with the model the update thread handed over, if any."""
@@ -153,6 +179,8 @@ class Service:
         self.backend, self.bundle, self.manifest = candidate.backend, candidate.bundle, manifest
         self.parser = self._parser(manifest)
         self.journal.manifest = manifest
+        self.states.threshold = manifest.threshold.value
+        self.presence.rediscover()
         old_backend.close()
         old_bundle.close()
         logger.warning("now scoring with %s %s", manifest.model_id, manifest.model_version)
@@ -163,7 +191,6 @@ class Service:
     def run(self, stop: threading.Event, reloading: threading.Event | None = None) -> None:
         """Score until `stop` is set, then publish `stopped` and disconnect; `reloading` set tells systemd a
         reload (RELOADING=1) rather than a stop is under way."""
-        prefix = self.config.mqtt.topic_prefix
         watchdog_s = self.notifier.watchdog_s
         tick = min(MAX_TICK_S, self.config.stats.interval_s, watchdog_s or MAX_TICK_S)
         self.link.start()
@@ -171,6 +198,7 @@ class Service:
             self.updates.start()
         if self.health is not None:
             self.health.start()
+        self._start_metrics()
         self._status_link = self._link_state()
         self.notifier.ready(f"scoring {self.manifest.model_id} {self.manifest.model_version}")
         last_ping = next_stats = time.monotonic()
@@ -183,6 +211,7 @@ class Service:
                     self.selftest_requested = False
                     self.health.poke()
                 self.outbox.pump()
+                self.presence.pump(self.manifest)
                 self._evict_idle()
                 now = time.monotonic()
                 # The watchdog hears from this loop only, and only after a pass that scored (or had nothing
@@ -191,7 +220,7 @@ class Service:
                     self.notifier.watchdog()
                     last_ping = now
                 if now >= next_stats:
-                    self._publish_stats(prefix)
+                    self._publish_stats()
                     next_stats = now + self.config.stats.interval_s
                 elif self._link_state() != self._status_link:
                     self._report_status()  # a connection that came or went shows at once, not at the next stats
@@ -207,7 +236,9 @@ class Service:
                 self.updates.stop()
             if self.health is not None:
                 self.health.stop()
-            self.link.stop()
+            if self.metrics is not None:
+                self.metrics.stop()
+            self.link.stop(self.states.cleared())
             self.backend.close()
             self.bundle.close()
             self.store.close()
@@ -224,6 +255,7 @@ class Service:
         evicted = [d for d in self.guard.idle(idle_s) if self.detector.forget(d)]
         for device in evicted:
             self.guard.forget(device)
+            self.presence.forget(device)
         if evicted:
             self.evicted += len(evicted)
             logger.info("forgot %d devices silent for %.0f s (%s)", len(evicted), idle_s, ", ".join(evicted[:5]))
@@ -296,10 +328,22 @@ class Service:
     def report(self) -> StatsReport:
         return stats_report(self)
 
-    def _publish_stats(self, prefix: str) -> None:
+    def _publish_stats(self) -> StatsReport:
         report = self.report()
-        self.link.publish(f"{prefix}/{self.agent_id}/stats", report.to_json(), kind="stats", qos=1, retain=True)
+        self.link.publish(self.out.agent_topic("stats"), report.to_json(), kind="stats", qos=1, retain=True)
         self._report_status(report)
+        return report
+
+    def _start_metrics(self) -> None:
+        if self.metrics is None:
+            return
+        cfg = self.config.metrics
+        try:
+            self.metrics.start(cfg.host, cfg.port)
+        except OSError as exc:
+            # Scoring matters more than its metrics: the agent goes on without them, and says so loudly.
+            logger.error("cannot serve metrics on %s port %d (%s); running without them", cfg.host, cfg.port, exc)
+            self.metrics = None
 
     def _link_state(self) -> str:
         if self.link.connected.is_set():

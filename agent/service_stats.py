@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
+from edgevae.agent.metrics import Sample
 from edgevae.agent.readings import DropReason
 from edgevae.agent.stats import StatsReport
 
@@ -41,6 +42,8 @@ def stats_report(service: Service) -> StatsReport:
         batches=detector.batches,
         alerts=service.alerts,
         alerts_open=detector.open_alerts,
+        alerts_muted=service.journal.muted_alerts,
+        devices_muted=len(service.states.muted()),
         gap_resets=detector.gap_resets,
         scoring_errors=service.scoring_errors,
         dropped=dict(drops.counts),
@@ -55,4 +58,45 @@ def stats_report(service: Service) -> StatsReport:
             "dropped": outbox.dropped,
             "rejected": outbox.rejected,
         },  # fmt: skip
+        requests=_requests(service),
+    )
+
+
+def _requests(service: Service) -> dict[str, int]:
+    counts = {"ok": 0, "refused": 0, **service.presence.controller.counts}
+    counts["queue_full"] = service.link.requests_refused
+    return counts
+
+
+def metrics_sample(service: Service) -> Sample:
+    """The counters as a scrape reads them, from the metrics server's thread: read-only (the drops that the
+    network thread counted and the next stats message will log are added here, not moved)."""
+    link = service.link
+    dropped = dict(service.drops.counts)
+    for reason, total, seen in (
+        (DropReason.QUEUE_FULL, link.queue_full, service._queue_full_seen),
+        (DropReason.OVERSIZED, link.oversized, service._oversized_seen),
+    ):
+        dropped[reason.value] = dropped.get(reason.value, 0) + total - seen
+    failed = dict(link.failed)
+    if link.rejected:
+        failed["rejected_by_broker"] = link.rejected
+    manifest, detector = service.manifest, service.detector
+    return Sample(
+        readings=service.readings,
+        windows_scored=detector.windows_scored,
+        batches=detector.batches,
+        alerts=service.alerts,
+        alerts_open=detector.open_alerts,
+        alerts_muted=service.journal.muted_alerts,
+        devices=detector.devices,
+        queue_depth=service.inbox.qsize(),
+        connected=link.connected.is_set(),
+        outbox_depth=service.outbox.depth,
+        outbox_bytes=service.outbox.bytes,
+        model={"id": manifest.model_id, "version": manifest.model_version, "backend": service.backend.key},
+        dropped=dropped,
+        published=dict(link.published),
+        publish_failed=failed,
+        requests=_requests(service),
     )

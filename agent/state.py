@@ -43,6 +43,10 @@ CREATE TABLE IF NOT EXISTS open_alerts (
     device TEXT PRIMARY KEY,
     record TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS mutes (
+    device TEXT PRIMARY KEY,
+    until REAL NOT NULL
+);
 """
 
 
@@ -196,6 +200,26 @@ class StateStore:
             except ValueError:
                 logger.error("open alert of %r in %s is unreadable; forgotten", device, self.path)
         return found
+
+    # --- mutes -------------------------------------------------------------------------------------------
+
+    def save_mute(self, device: str, until: float) -> None:
+        """`until` in epoch seconds; 0 ends the mute."""
+        with self.transaction():
+            if until > 0:
+                self.db.execute(
+                    "INSERT INTO mutes (device, until) VALUES (?, ?) ON CONFLICT (device) DO UPDATE SET until = ?",
+                    (device, until, until),
+                )
+            else:
+                self.db.execute("DELETE FROM mutes WHERE device = ?", (device,))
+
+    def mutes(self, now: float) -> dict[str, float]:
+        """The mutes still running at `now`; those that ran out are deleted."""
+        with self.transaction():
+            self.db.execute("DELETE FROM mutes WHERE until <= ?", (now,))
+            rows = self.db.execute("SELECT device, until FROM mutes").fetchall()
+        return {str(device): float(until) for device, until in rows}
 
     def close(self) -> None:
         self.db.close()

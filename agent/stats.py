@@ -7,6 +7,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from edgevae.agent.readings import DropReason
 
@@ -58,6 +59,8 @@ class StatsReport:
     batches: int
     alerts: int  # opened
     alerts_open: int
+    alerts_muted: int  # opened while their device was muted: recorded, not published
+    devices_muted: int
     gap_resets: int
     scoring_errors: int
     dropped: dict[str, int] = field(default_factory=dict)
@@ -67,14 +70,18 @@ class StatsReport:
     # Alerts and ends on disk until the broker acknowledges them: depth, bytes, in_flight, delivered (since
     # start), dropped (oldest deleted unsent when full), rejected (refused by the broker)
     outbox: dict[str, int] = field(default_factory=dict)
+    requests: dict[str, int] = field(default_factory=dict)  # control requests: ok, refused, queue_full
     schema: int = SCHEMA
 
-    def to_json(self) -> bytes:
+    def to_dict(self) -> dict[str, Any]:
         fields = asdict(self)
         data = {"schema": fields.pop("schema"), **fields}
         for key in ("time", "uptime_s", "readings_per_s"):
             data[key] = round(data[key], 3)
-        return json.dumps(data, separators=(",", ":")).encode()
+        return data
+
+    def to_json(self) -> bytes:
+        return json.dumps(self.to_dict(), separators=(",", ":")).encode()
 
 
 class RateMeter:

@@ -64,10 +64,6 @@ class Candidate:
         self.bundle.close()
 
 
-def update_topic(prefix: str, agent_id: str) -> str:
-    return f"{prefix}/{agent_id}/update"
-
-
 def release_mismatch(release: Release, manifest: Manifest) -> str | None:
     """Whether the bundle's own manifest is the release its signed metadata describes."""
     c = release.compatibility

@@ -24,8 +24,9 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from edgevae.agent.bundle import Manifest, describe_files, write_manifest
 from edgevae.agent.golden import GOLDEN_FILE, write_golden
-from edgevae.agent.mqtt import PROTOCOLS, status_topic
+from edgevae.agent.mqtt import PROTOCOLS
 from edgevae.agent.readings import encode_payloads
+from edgevae.agent.topics import Topics
 from edgevae.core.decision import Debounce, Debouncer, Threshold
 from edgevae.core.window import sliding_windows, window_count
 from edgevae.demo.broker import Broker
@@ -206,6 +207,21 @@ class Collector:
                     raise TimeoutError(msg)
                 self._cond.wait(left)
 
+    def wait_stopped(self, names: Names, timeout: float = 10.0) -> Message:
+        """A clean stop: `offline` availability after an offline reason of `stopped` (the last will sends
+        `offline` with the reason still `connection_lost`)."""
+
+        def stopped(ms: list[Message]) -> Message | None:
+            reasons = [
+                i for i, m in enumerate(ms) if m.topic == names.offline_reason and m.json()["reason"] == "stopped"
+            ]
+            if not reasons:
+                return None
+            return next((m for m in ms[reasons[-1] :] if m.topic == names.status and m.payload == b"offline"), None)
+
+        found: Message = self.wait_for(stopped, timeout, f"a clean stop of {names.agent_id}")
+        return found
+
     def wait_payload(self, topic: str, payload: bytes, timeout: float = 10.0) -> Message:
         found: Message = self.wait_for(
             lambda ms: next((m for m in ms if m.topic == topic and m.payload == payload), None),
@@ -262,16 +278,30 @@ class Names:
     def data(self, device: str) -> str:
         return f"{self.root}/{device}/data"
 
+    @property
+    def out(self) -> Topics:
+        return Topics(self.prefix, self.agent_id)
+
     def alert(self, device: str) -> str:
-        return f"{self.prefix}/{device}/alert"
+        return self.out.alert(device)
+
+    def state(self, device: str) -> str:
+        return self.out.state(device)
+
+    def agent_topic(self, leaf: str) -> str:
+        return self.out.agent_topic(leaf)
 
     @property
     def status(self) -> str:
-        return status_topic(self.prefix, self.agent_id)
+        return self.out.availability
+
+    @property
+    def offline_reason(self) -> str:
+        return self.out.offline_reason
 
     @property
     def stats(self) -> str:
-        return f"{self.prefix}/{self.agent_id}/stats"
+        return self.out.agent_topic("stats")
 
 
 def agent_document(broker: Broker, bundle: Path, names: Names, **sections: dict[str, Any]) -> dict[str, Any]:

@@ -31,6 +31,7 @@ from edgevae.agent.mqtt import MqttLink
 from edgevae.agent.offline import score_table
 from edgevae.agent.replay import replay
 from edgevae.agent.table import read_table
+from edgevae.agent.topics import Topics
 from edgevae.demo.broker import Broker, free_port
 
 ROWS = 120
@@ -171,23 +172,24 @@ def test_sigterm_stops_cleanly(
         collector.wait_payload(names.status, b"online", timeout=30)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(15) == 0
-    collector.wait_payload(names.status, b"stopped")
+    collector.wait_stopped(names)
     log = config.with_suffix(".log").read_text()
     assert "Traceback" not in log
     assert "received SIGTERM" in log
-    assert b"offline" not in [m.payload for m in collector.on(names.status)]  # a clean stop sends no last will
+    reasons = [m.json()["reason"] for m in collector.on(names.offline_reason)]
+    assert reasons == ["connection_lost", "stopped"]  # said before the offline: the last will was not sent
 
 
 def test_sighup_reloads_in_place(
     tmp_path: Path, broker: Broker, bundle: Path, names: Names, collector: Collector, publisher: Publisher
 ) -> None:
-    """SIGHUP used to kill the agent with no `stopped`; now it stops cleanly and starts again in the same
+    """SIGHUP used to kill the agent with no clean stop; now it stops cleanly and starts again in the same
     process (what systemd's ExecReload expects), and scoring goes on."""
     config = _write_config(tmp_path, broker, bundle, names)
     with agent_process(config) as proc:
         collector.wait_payload(names.status, b"online", timeout=30)
         proc.send_signal(signal.SIGHUP)
-        collector.wait_payload(names.status, b"stopped")
+        collector.wait_stopped(names)
         collector.wait_for(lambda ms: [m for m in ms if m.topic == names.status][-1].payload == b"online" or None, 30)
         assert proc.poll() is None  # the same process, reloaded
         publisher.send(names.data("pump"), batched_payloads(stream(60, fault=("flow", 20, 40))))
@@ -226,7 +228,7 @@ def test_a_broker_that_is_not_there_is_said_once_a_minute(
 
 def test_the_link_records_why_it_is_down(broker: Broker) -> None:
     inbox: queue.Queue[tuple[str, bytes]] = queue.Queue()
-    link = MqttLink(MqttConfig(broker=f"mqtt://127.0.0.1:{free_port()}"), "edge-1", inbox)
+    link = MqttLink(MqttConfig(broker=f"mqtt://127.0.0.1:{free_port()}"), Topics("edgevae", "edge-1"), inbox)
     link.start()
     try:
         deadline = time.monotonic() + 10

@@ -26,6 +26,7 @@ from agent_fixtures import (
 from edgevae.agent.config import MqttConfig
 from edgevae.agent.mqtt import Inbox, MqttLink
 from edgevae.agent.readings import encode_payloads
+from edgevae.agent.topics import Topics
 
 GOOD = reading(T0, [20.0, 5.0, 100.0])
 
@@ -85,7 +86,7 @@ def test_bad_input_is_counted_and_scoring_goes_on(
 
 def test_a_full_queue_is_counted_not_blocking() -> None:
     inbox: queue.Queue[tuple[str, bytes]] = queue.Queue(maxsize=2)
-    link = MqttLink(MqttConfig(), "edge-1", inbox)
+    link = MqttLink(MqttConfig(), Topics("edgevae", "edge-1"), inbox)
     for i in range(5):
         msg = mqtt.MQTTMessage(topic=b"sensors/d/data")
         msg.payload = str(i).encode()
@@ -96,7 +97,7 @@ def test_a_full_queue_is_counted_not_blocking() -> None:
 
 def test_the_queue_is_bounded_in_bytes_too() -> None:
     inbox = Inbox(maxsize=100, max_bytes=25)
-    link = MqttLink(MqttConfig(), "edge-1", inbox)
+    link = MqttLink(MqttConfig(), Topics("edgevae", "edge-1"), inbox)
     for i in range(5):
         msg = mqtt.MQTTMessage(topic=b"sensors/d/data")
         msg.payload = b"%d" % i * 10
@@ -125,7 +126,7 @@ def test_one_future_timestamp_does_not_blind_a_device(
 
 def test_an_oversized_message_is_refused_before_it_is_queued() -> None:
     inbox: queue.Queue[tuple[str, bytes]] = queue.Queue()
-    link = MqttLink(MqttConfig(), "edge-1", inbox, max_payload_bytes=10)
+    link = MqttLink(MqttConfig(), Topics("edgevae", "edge-1"), inbox, max_payload_bytes=10)
     for payload in (b"x" * 10, b"x" * 11, b"x" * 2_000_000):
         msg = mqtt.MQTTMessage(topic=b"sensors/d/data")
         msg.payload = payload

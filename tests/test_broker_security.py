@@ -40,7 +40,7 @@ from edgevae.agent.notify import Notifier
 from edgevae.agent.service import Service
 from edgevae.demo.broker import find_mosquitto
 
-AGENT, OPERATOR, PUMP_1, PUMP_2 = "edgevae-agent", "operator", "pump-1", "pump-2"
+AGENT, OPERATOR, CONTROLLER, PUMP_1, PUMP_2 = "edgevae-agent", "operator", "controller", "pump-1", "pump-2"
 NOT_AUTHORIZED = 0x87  # MQTT 5 reason code of a PUBACK for a publish the ACL denies
 ROWS = 120
 
@@ -58,7 +58,7 @@ def tools() -> Tools:
 
 @pytest.fixture(scope="module")
 def passwords() -> dict[str, str]:
-    return {user: secrets.token_urlsafe(12) for user in (AGENT, OPERATOR, PUMP_1, PUMP_2)}
+    return {user: secrets.token_urlsafe(12) for user in (AGENT, OPERATOR, CONTROLLER, PUMP_1, PUMP_2)}
 
 
 @pytest.fixture(scope="module")
@@ -199,7 +199,7 @@ def test_over_tls_with_passwords_alerts_reach_the_operator_and_not_the_sensors(
     # mosquitto grants a sensor this subscription; the ACL then keeps every message on it from the sensor.
     sensor = account(PUMP_1, "edgevae/#")
     assert operator.wait_for(
-        lambda: any(m.topic == f"edgevae/{agent}/status" and m.payload == b"online" for m in operator.messages),
+        lambda: any(m.topic == f"edgevae/v1/{agent}/availability" and m.payload == b"online" for m in operator.messages),
         "the agent's online status",
         timeout=30,
     )
@@ -215,33 +215,33 @@ def test_over_tls_with_passwords_alerts_reach_the_operator_and_not_the_sensors(
     assert [(a["type"], a["device"], a["window_end"]) for a in got] == [
         (kind, PUMP_1, end) for (kind, _), end in zip(expected, ends.tolist(), strict=True)
     ]
-    assert {m.topic for m in operator.messages if m.topic.endswith("/alert")} == {"edgevae/pump-1/alert"}
+    assert {m.topic for m in operator.messages if m.topic.endswith("/alert")} == {f"edgevae/v1/{agent}/devices/pump-1/alert"}
     # This round trip comes after the alerts on the sensor's connection: any that were sent to it are in.
     sensor.publish("sensors/pump-1/data", batched_payloads(stream(8), start=timestamps(ROWS + 1)[-1]))
     assert sensor.messages == []
 
 
 def test_a_sensor_cannot_post_readings_as_another_device(agent: str, account: Callable[..., Account]) -> None:
-    operator = account(OPERATOR, f"edgevae/{agent}/#")
-    operator.json_on(f"edgevae/{agent}/stats")  # the agent is up and subscribed
+    operator = account(OPERATOR, f"edgevae/v1/{agent}/#")
+    operator.json_on(f"edgevae/v1/{agent}/stats")  # the agent is up and subscribed
     sensor = account(PUMP_1)
     [code] = sensor.publish("sensors/pump-2/data", batched_payloads(stream(8))[0])
     assert code.value == NOT_AUTHORIZED, code
     # Published after the refused one on the same connection, so the agent would have had that one first.
     sensor.publish("sensors/pump-1/data", batched_payloads(stream(ROWS)))
-    stats = operator.json_on(f"edgevae/{agent}/stats", lambda s: s["readings"] >= ROWS)
+    stats = operator.json_on(f"edgevae/v1/{agent}/stats", lambda s: s["readings"] >= ROWS)
     assert (stats["readings"], stats["devices"]) == (ROWS, 1)
 
 
 def test_an_operator_cannot_post_readings_or_alerts(agent: str, account: Callable[..., Account]) -> None:
-    operator = account(OPERATOR, f"edgevae/{agent}/#")
-    operator.json_on(f"edgevae/{agent}/stats")
+    operator = account(OPERATOR, f"edgevae/v1/{agent}/#")
+    operator.json_on(f"edgevae/v1/{agent}/stats")
     for topic in ("sensors/pump-1/data", "sensors/operator/data"):
         [code] = operator.publish(topic, batched_payloads(stream(8))[0])
         assert code.value == NOT_AUTHORIZED, (topic, code)
     # Acked (refused) before this is published: a refused reading that got through would be counted first.
     account(PUMP_1).publish("sensors/pump-1/data", batched_payloads(stream(ROWS)))
-    stats = operator.json_on(f"edgevae/{agent}/stats", lambda s: s["readings"] >= ROWS)
+    stats = operator.json_on(f"edgevae/v1/{agent}/stats", lambda s: s["readings"] >= ROWS)
     assert (stats["readings"], stats["devices"]) == (ROWS, 1)
 
 
@@ -251,13 +251,18 @@ def test_an_operator_cannot_post_readings_or_alerts(agent: str, account: Callabl
         (PUMP_1, "sensors/pump-1/data", True),  # its own device
         (PUMP_1, "sensors/pump-2/data", False),  # another device
         (PUMP_1, "sensors/pump-1/other", False),  # its device, but not the readings topic
-        (PUMP_1, "edgevae/pump-1/alert", False),  # a forged alert
-        (AGENT, "edgevae/pump-1/alert", True),
-        (AGENT, "edgevae/edge-1/stats", True),
+        (PUMP_1, "edgevae/v1/edge-1/devices/pump-1/alert", False),  # a forged alert
+        (PUMP_1, "edgevae/v1/edge-1/request/mute", False),  # a sensor muting itself
+        (AGENT, "edgevae/v1/edge-1/devices/pump-1/alert", True),
+        (AGENT, "edgevae/v1/edge-1/stats", True),
         (AGENT, "sensors/pump-1/data", False),
         (AGENT, "sensors/edgevae-agent/data", False),  # the sensor pattern would allow it without the deny
-        (OPERATOR, "edgevae/pump-1/alert", False),
-        (OPERATOR, "edgevae/edge-1/status", False),  # a forged online/offline
+        (OPERATOR, "edgevae/v1/edge-1/devices/pump-1/alert", False),
+        (OPERATOR, "edgevae/v1/edge-1/availability", False),  # a forged online/offline
+        (OPERATOR, "edgevae/v1/edge-1/request/mute", False),  # operators only read
+        (CONTROLLER, "edgevae/v1/edge-1/request/mute", True),
+        (CONTROLLER, "edgevae/v1/edge-1/devices/pump-1/state", False),  # a forged state
+        (CONTROLLER, "sensors/controller/data", False),
         (OPERATOR, "sensors/pump-1/data", False),
         (OPERATOR, "sensors/operator/data", False),  # the sensor pattern would allow it without the deny
     ],

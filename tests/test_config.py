@@ -29,7 +29,7 @@ PREFIX = "topic levels without wildcards or empty levels"
 MQTT_STRING = "at most 65535 bytes of UTF-8, without U+0000 (an MQTT string)"
 MQTT_KEYS = (
     "broker, protocol, client_id, username, password_file, password_credential, tls, keepalive, qos, topics, "
-    "topic_prefix, reconnect_max_s, session_expiry_s"
+    "topic_prefix, state_interval_s, reconnect_max_s, session_expiry_s"
 )
 
 
@@ -133,7 +133,7 @@ def test_unknown_keys_name_the_allowed_ones(bundle: Path) -> None:
     assert got == [
         "mqtt.brokr: 'mqtt://x': unknown key; allowed keys: " + MQTT_KEYS,
         "extra: {'a': 1}: unknown key; allowed keys: "
-        "mqtt, model, detection, limits, state, updates, selftest, stats, log",
+        "mqtt, model, detection, limits, state, updates, selftest, stats, log, control, homeassistant, metrics",
     ]
 
 

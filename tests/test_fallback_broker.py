@@ -25,6 +25,7 @@ from agent_fixtures import (
 import edgevae.demo.broker
 from edgevae.agent.config import MqttConfig
 from edgevae.agent.mqtt import MqttLink
+from edgevae.agent.topics import Topics
 from edgevae.demo.broker import Broker, start_broker
 
 ROWS = 120
@@ -71,13 +72,13 @@ def test_a_fault_raises_an_alert_and_normal_data_none(
         agent.send_signal(signal.SIGTERM)
         assert agent.wait(20) == 0, config.with_suffix(".log").read_text()
     assert f"as {names.agent_id} (MQTT 3.1.1)" in config.with_suffix(".log").read_text()
-    collector.wait_payload(names.status, b"stopped")
+    collector.wait_stopped(names)
     assert alerts(collector.messages) == [("alert", "faulty"), ("end", "faulty")]
 
 
 @pytest.mark.parametrize(("protocol", "paho"), [("5", mqtt.MQTTv5), ("3.1.1", mqtt.MQTTv311)])
 def test_the_link_speaks_the_configured_protocol(protocol: str, paho: int) -> None:
-    link = MqttLink(MqttConfig(protocol=protocol), "edge-1", queue.Queue())
+    link = MqttLink(MqttConfig(protocol=protocol), Topics("edgevae", "edge-1"), queue.Queue())
     assert link.client.protocol == paho
 
 

@@ -233,7 +233,7 @@ def test_the_agent_self_tests_with_the_bundled_generator_over_the_broker(
     bundles: dict[str, Path], run_agent: Callable[..., Any], collector: Collector, names: Names
 ) -> None:
     service = run_agent(model={"bundle": str(bundles["diffusion"])}, selftest={"magnitude": 3.0})
-    topic = f"{names.prefix}/{names.agent_id}/health"
+    topic = names.agent_topic("health")
     first = collector.latest_json(topic, lambda r: True, 30)
     assert (first["source"], first["windows"], first["seed"]) == ("generator", 64, 0)
     assert first["model"] == {"id": "run", "version": "1.0.0"}

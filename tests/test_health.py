@@ -50,7 +50,7 @@ def test_the_agent_publishes_its_health_retained(
     run_agent: Callable[..., Any], collector: Collector, names: Names, broker: Broker
 ) -> None:
     run_agent()
-    topic = f"{names.prefix}/{names.agent_id}/health"
+    topic = names.agent_topic("health")
     report = collector.latest_json(topic, lambda r: True, 15)
     assert report["model"] == {"id": "tiny-zscore", "version": "1.0.0"}
     assert report["normal_flagged"] == 0.0
@@ -66,7 +66,7 @@ def test_sigusr1_runs_the_self_test_now(
     """On demand (`systemctl kill -s USR1 edgevae-agent`): a new report without waiting for the hour."""
     config = tmp_path / "agent.toml"
     config.write_text(to_toml(agent_document(broker, bundle, names)))
-    topic = f"{names.prefix}/{names.agent_id}/health"
+    topic = names.agent_topic("health")
     with agent_process(config) as proc:
         first = collector.latest_json(topic, lambda r: True, 30)
         proc.send_signal(signal.SIGUSR1)

@@ -99,7 +99,7 @@ def test_the_agent_scores_and_stops_under_the_filter(
         assert got[0]["top_channels"][0]["channel"] == "flow"
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(20) == 0, log.read_text()
-    collector.wait_payload(names.status, b"stopped")
+    collector.wait_stopped(names)
     assert "Traceback" not in log.read_text()
 
 
@@ -122,7 +122,7 @@ def test_the_agent_takes_a_signed_update_under_the_filter(
         with agent_under_filter(config, log) as proc:
             collector.wait_payload(names.status, b"online", timeout=30)
             publish(tmp_path / "repo", make_bundle(tmp_path / "v2", model_version="2.0.0"), fleet=["canary"])
-            topic = f"{names.prefix}/{names.agent_id}/update"
+            topic = names.agent_topic("update")
             ends = ("committed", "rejected", "rolled_back")
             deadline = time.monotonic() + 30
             for start in range(0, 40_000, 40):

@@ -101,7 +101,7 @@ def config_file(tmp_path: Path, broker: Broker, names: Names, repo: tuple[Path, 
 
 
 def update_of(collector: Collector, names: Names, step: str, timeout: float = 30.0) -> dict[str, Any]:
-    topic = f"{names.prefix}/{names.agent_id}/update"
+    topic = names.agent_topic("update")
     found: dict[str, Any] = collector.latest_json(topic, lambda u: u["step"] == step, timeout)
     return found
 
@@ -112,7 +112,7 @@ def version(collector: Collector, names: Names, expected: str, timeout: float = 
 
 def feed_until(publisher: Publisher, collector: Collector, names: Names, step: str, timeout: float = 30.0) -> None:
     """Publish a normal stream, paced, until the agent says `step` on its update topic."""
-    topic = f"{names.prefix}/{names.agent_id}/update"
+    topic = names.agent_topic("update")
     payloads = batched_payloads(stream(40_000), per_message=4)
     deadline = time.monotonic() + timeout
     for k in range(0, len(payloads), 10):
@@ -148,7 +148,7 @@ def test_kill_9_during_an_update_restarts_on_a_model(
         "restarted within the probation period" if step == "probation" else "restarted before the release was committed"
     )
     assert after["reason"] == reason
-    ups = [m.json()["step"] for m in collector.on(f"{names.prefix}/{names.agent_id}/update")]
+    ups = [m.json()["step"] for m in collector.on(names.agent_topic("update"))]
     assert ups[-1] == "rolled_back", ups
     collector.close()
 

@@ -43,12 +43,12 @@ def updates_section(repo: Path, url: str, **extra: Any) -> dict[str, Any]:
 
 
 def steps(collector: Collector, names: Names) -> list[tuple[str, int | None]]:
-    topic = f"{names.prefix}/{names.agent_id}/update"
+    topic = names.agent_topic("update")
     return [(m.json()["step"], m.json()["release"]) for m in collector.on(topic) if m.json()["step"] != "idle"]
 
 
 def wait_step(collector: Collector, names: Names, step: str, timeout: float = 30.0) -> dict[str, Any]:
-    topic = f"{names.prefix}/{names.agent_id}/update"
+    topic = names.agent_topic("update")
     found: dict[str, Any] = collector.latest_json(topic, lambda u: u["step"] == step, timeout)
     return found
 
@@ -303,7 +303,7 @@ def test_a_release_that_fails_to_score_live_batches_is_rolled_back_in_shadow(
     service = run_agent(updates=updates_section(repo, served))
     publish(repo, single_window_model_bundle(tmp_path / "single"), fleet=["canary"])
     payloads = batched_payloads(stream(4000), per_message=16)  # four windows due per message
-    topic = f"{names.prefix}/{names.agent_id}/update"
+    topic = names.agent_topic("update")
     for payload in payloads:
         if any(m.json()["step"] == "rolled_back" for m in collector.on(topic)):
             break
@@ -346,7 +346,7 @@ def test_an_alert_open_at_the_swap_is_ended_with_a_reason(
 ) -> None:  # fmt: skip
     run_agent(updates=updates_section(repo, served))
     payloads = batched_payloads(stream(8000, ("temp", 40, 8000)), per_message=4)  # a fault that goes on
-    topic, alerts = f"{names.prefix}/{names.agent_id}/update", names.alert("pump-1")
+    topic, alerts = names.agent_topic("update"), names.alert("pump-1")
     published = False
     for payload in payloads:
         if not published and collector.on(alerts):

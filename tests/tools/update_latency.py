@@ -74,7 +74,7 @@ def one_run(broker: Broker, transport: str) -> float:
     publish(tmp / "repo", make_bundle(tmp / "v2", model_version="2.0.0"), fleet=["canary"])
     if transport == "mqtt":
         mirror(tmp / "repo", broker.url, prefix=names.prefix)
-    topic = f"{names.prefix}/{names.agent_id}/update"
+    topic = names.agent_topic("update")
     collector.latest_json(topic, lambda u: u["step"] == "committed", 60)
     seconds = time.perf_counter() - started
     halt.set()
