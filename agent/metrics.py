@@ -92,7 +92,7 @@ class Metrics:
     """The registry and its server; `observe_batch` is called on the scoring thread after every backend call."""
 
     def __init__(self, sample: Callable[[], Sample]) -> None:
-        self.registry = CollectorRegistry(auto_describe=True)
+        self.registry = CollectorRegistry()
         self.registry.register(AgentCollector(sample))
         self.latency = Histogram(
             "edgevae_scoring_seconds", "time of one backend call", buckets=LATENCY_BUCKETS, registry=self.registry

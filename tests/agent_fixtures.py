@@ -161,6 +161,7 @@ class Message:
     topic: str
     payload: bytes
     retain: bool
+    correlation: bytes | None = None  # MQTT 5 correlation data
 
     def json(self) -> Any:
         return json.loads(self.payload)
@@ -185,7 +186,8 @@ class Collector:
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         with self._cond:
-            self.messages.append(Message(msg.topic, bytes(msg.payload), bool(msg.retain)))
+            correlation = getattr(getattr(msg, "properties", None), "CorrelationData", None)
+            self.messages.append(Message(msg.topic, bytes(msg.payload), bool(msg.retain), correlation))
             self._cond.notify_all()
 
     def on(self, topic: str) -> list[Message]:
@@ -235,7 +237,7 @@ class Collector:
 
         def find(ms: list[Message]) -> Any:
             for m in reversed(ms):
-                if m.topic == topic and predicate(m.json()):
+                if m.topic == topic and m.payload and predicate(m.json()):  # empty: a retained message cleared
                     return m.json()
             return None
 
@@ -252,10 +254,10 @@ class Publisher:
         self.client.connect(broker.host, broker.port)
         self.client.loop_start()
 
-    def send(self, topic: str, payloads: list[bytes] | bytes, timeout: float = 10.0) -> None:
+    def send(self, topic: str, payloads: list[bytes] | bytes, timeout: float = 10.0, properties: Any = None) -> None:
         """Publish QoS 1 in order and wait until the broker has every message."""
         items = [payloads] if isinstance(payloads, bytes) else payloads
-        infos = [self.client.publish(topic, p, qos=1) for p in items]
+        infos = [self.client.publish(topic, p, qos=1, properties=properties) for p in items]
         for info in infos:
             info.wait_for_publish(timeout)
 
