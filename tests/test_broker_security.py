@@ -199,7 +199,9 @@ def test_over_tls_with_passwords_alerts_reach_the_operator_and_not_the_sensors(
     # mosquitto grants a sensor this subscription; the ACL then keeps every message on it from the sensor.
     sensor = account(PUMP_1, "edgevae/#")
     assert operator.wait_for(
-        lambda: any(m.topic == f"edgevae/v1/{agent}/availability" and m.payload == b"online" for m in operator.messages),
+        lambda: any(
+            m.topic == f"edgevae/v1/{agent}/availability" and m.payload == b"online" for m in operator.messages
+        ),
         "the agent's online status",
         timeout=30,
     )
@@ -215,7 +217,9 @@ def test_over_tls_with_passwords_alerts_reach_the_operator_and_not_the_sensors(
     assert [(a["type"], a["device"], a["window_end"]) for a in got] == [
         (kind, PUMP_1, end) for (kind, _), end in zip(expected, ends.tolist(), strict=True)
     ]
-    assert {m.topic for m in operator.messages if m.topic.endswith("/alert")} == {f"edgevae/v1/{agent}/devices/pump-1/alert"}
+    assert {m.topic for m in operator.messages if m.topic.endswith("/alert")} == {
+        f"edgevae/v1/{agent}/devices/pump-1/alert"
+    }
     # This round trip comes after the alerts on the sensor's connection: any that were sent to it are in.
     sensor.publish("sensors/pump-1/data", batched_payloads(stream(8), start=timestamps(ROWS + 1)[-1]))
     assert sensor.messages == []
@@ -369,3 +373,13 @@ def test_while_refused_the_status_line_and_the_log_name_only_the_cause(
     said = [r.getMessage() for r in caplog.records if r.name == "edgevae.agent.mqtt"]
     assert said, "nothing logged"
     assert all(cause in line for line in said), said
+
+
+def test_the_controller_account_gets_answers_to_its_requests(agent: str, account: Callable[..., Account]) -> None:
+    controller = account(CONTROLLER, f"edgevae/v1/{agent}/response/#")
+    account(OPERATOR, f"edgevae/v1/{agent}/#").json_on(f"edgevae/v1/{agent}/stats")  # the agent is subscribed
+    [code] = controller.publish(f"edgevae/v1/{agent}/request/mute", b'{"device": "pump-2", "for_s": 60}')
+    assert not code.is_failure
+    answer = controller.json_on(f"edgevae/v1/{agent}/response/mute")
+    assert answer["status"] == "ok"
+    assert answer["data"]["device"] == "pump-2"
