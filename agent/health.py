@@ -4,7 +4,7 @@ Normal windows (a bundled generator's samples where the bundle ships one, `selft
 a new seed each run; else the bundle's golden windows) are scored as they are and with faults injected on
 one channel at a time (`edgevae.core.faults`: offset, spike, drift, noise, of `selftest.magnitude`
 standard deviations over the rows the score covers), with the model and threshold the agent runs. The
-report is published retained on `<prefix>/<agent>/health`:
+report is published retained on `<prefix>/v1/<agent>/health`:
 
     {"schema":1,"agent":"edge-0042","time":...,"model":{"id":"pump-vae","version":"3.1.0"},
      "source":"generator","seed":3,"windows":64,"magnitude":3.0,"normal_flagged":0.0,

@@ -238,7 +238,8 @@ class Service:
                 self.health.stop()
             if self.metrics is not None:
                 self.metrics.stop()
-            self.link.stop(self.states.cleared())
+            reason = "reloading" if reloading is not None and reloading.is_set() else "stopped"
+            self.link.stop(self.states.cleared(), reason)
             self.backend.close()
             self.bundle.close()
             self.store.close()

@@ -45,7 +45,7 @@ class DropLog:
 
 @dataclass(frozen=True)
 class StatsReport:
-    """Published retained on `<prefix>/<agent>/stats` every `stats.interval_s`; counters run since start."""
+    """Published retained on `<prefix>/v1/<agent>/stats` every `stats.interval_s`; counters run since start."""
 
     agent: str
     time: float  # epoch s

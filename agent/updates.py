@@ -3,7 +3,7 @@
 One thread of its own does the slow parts (repository checks, downloads, loading and warming up a
 candidate, shadow scoring), so scoring never waits for them. The scoring thread only feeds it the batches
 it scores and, between two batches, swaps to the model this thread hands over (`take_swap`). Every step is
-persisted (`edgevae.agent.model_store`) and published retained on `<prefix>/<agent>/update`:
+persisted (`edgevae.agent.model_store`) and published retained on `<prefix>/v1/<agent>/update`:
 
     {"schema": 1, "agent": "edge-0042", "group": "canary", "step": "shadow", "release": 17, "reason": "",
      "running": 16, "time": ...}

@@ -24,6 +24,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from edgevae.agent.bundle import PRECISIONS, Precision
 from edgevae.agent.readings import encode_payloads
 from edgevae.agent.table import Table, read_table
+from edgevae.agent.topics import Topics, fleet_filter
 from edgevae.demo.broker import Broker, start_broker
 from edgevae.training.simulate import Fault, random_faults, simulate_plant
 
@@ -186,14 +187,15 @@ class AlertListener:
         self.online = threading.Event()
         self._inbox: queue.Queue[tuple[str, bytes]] = queue.Queue()
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="edgevae-demo-listener")
-        topics = [(f"{PREFIX}/+/alert", 1), (f"{PREFIX}/+/stats", 0), (f"{PREFIX}/{AGENT_ID}/status", 1)]
+        out = Topics(PREFIX, AGENT_ID)
+        topics = [(fleet_filter(PREFIX, "alert"), 1), (fleet_filter(PREFIX, "stats"), 0), (out.availability, 1)]
         self.client.on_connect = lambda c, *_: c.subscribe(topics)
         self.client.on_message = self._on_message
         self.client.connect(broker.host, broker.port)
         self.client.loop_start()
 
     def _on_message(self, _client: mqtt.Client, _userdata: Any, msg: mqtt.MQTTMessage) -> None:
-        if msg.topic.endswith("/status"):
+        if msg.topic.endswith("/availability"):
             if msg.payload == b"online":
                 self.online.set()
             return

@@ -1,5 +1,5 @@
-"""What the fleet says about itself: every agent's retained status, stats and update state, read from the
-broker, and `edgevae fleet status`'s table of them."""
+"""What the fleet says about itself: every agent's retained availability, stats and update state, read from
+the broker, and `edgevae fleet status`'s table of them."""
 
 from __future__ import annotations
 
@@ -12,17 +12,27 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
+from edgevae.agent import topics
 from edgevae.export.mqtt_client import close, connect
 
-KINDS = ("status", "stats", "update")
+KINDS = ("availability", "offline_reason", "stats", "update")
 
 
 @dataclass
 class AgentView:
     agent: str
-    status: str = ""  # online, offline, stopped
+    availability: str = ""  # online, offline
+    offline_reason: dict[str, Any] = field(default_factory=dict)
     stats: dict[str, Any] = field(default_factory=dict)
     update: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def status(self) -> str:
+        """online; offline (stopped) after a clean stop; offline (connection lost) when the agent vanished."""
+        if self.availability != "offline":
+            return self.availability
+        reason = str(self.offline_reason.get("reason", "")).replace("_", " ")
+        return f"offline ({reason})" if reason else "offline"
 
     @property
     def group(self) -> str:
@@ -39,7 +49,8 @@ class AgentView:
 
 
 class FleetWatch:
-    """Subscribes to `<prefix>/+/status|stats|update` and keeps the latest of each per agent."""
+    """Subscribes to every agent's availability, offline reason, stats and update state and keeps the latest
+    of each per agent."""
 
     def __init__(
         self, url: str, prefix: str = "edgevae", username: str | None = None, password: str | None = None,
@@ -48,24 +59,22 @@ class FleetWatch:
         self.prefix = prefix
         self.agents: dict[str, AgentView] = {}
         self.changed = threading.Condition()
-        topics = [(f"{prefix}/+/{kind}", 1) for kind in KINDS]
+        filters = [(topics.fleet_filter(prefix, kind), 1) for kind in KINDS]
 
         def subscribe(client: mqtt.Client) -> None:
-            client.subscribe(topics)
+            client.subscribe(filters)
 
         self.client = connect(url, username, password, ca_file, timeout, subscribe, self._on_message)
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
-        try:
-            _, agent, kind = msg.topic.rsplit("/", 2)
-        except ValueError:
+        parsed = topics.parse(self.prefix, msg.topic)
+        if parsed is None or parsed[1] or parsed[2] not in KINDS or not msg.payload:
             return
-        if kind not in KINDS or not msg.payload:
-            return
+        agent, _, kind = parsed
         with self.changed:
             view = self.agents.setdefault(agent, AgentView(agent))
-            if kind == "status":
-                view.status = msg.payload.decode(errors="replace")
+            if kind == "availability":
+                view.availability = msg.payload.decode(errors="replace")
             else:
                 try:
                     data = json.loads(msg.payload)
@@ -77,7 +86,10 @@ class FleetWatch:
 
     def snapshot(self) -> list[AgentView]:
         with self.changed:
-            return [AgentView(v.agent, v.status, dict(v.stats), dict(v.update)) for v in self.agents.values()]
+            return [
+                AgentView(v.agent, v.availability, dict(v.offline_reason), dict(v.stats), dict(v.update))
+                for v in self.agents.values()
+            ]
 
     def wait(self, timeout: float) -> None:
         with self.changed:

@@ -209,14 +209,12 @@ class Collector:
                     raise TimeoutError(msg)
                 self._cond.wait(left)
 
-    def wait_stopped(self, names: Names, timeout: float = 10.0) -> Message:
+    def wait_stopped(self, names: Names, timeout: float = 10.0, reason: str = "stopped") -> Message:
         """A clean stop: `offline` availability after an offline reason of `stopped` (the last will sends
         `offline` with the reason still `connection_lost`)."""
 
         def stopped(ms: list[Message]) -> Message | None:
-            reasons = [
-                i for i, m in enumerate(ms) if m.topic == names.offline_reason and m.json()["reason"] == "stopped"
-            ]
+            reasons = [i for i, m in enumerate(ms) if m.topic == names.offline_reason and m.json()["reason"] == reason]
             if not reasons:
                 return None
             return next((m for m in ms[reasons[-1] :] if m.topic == names.status and m.payload == b"offline"), None)

@@ -189,7 +189,7 @@ def test_sighup_reloads_in_place(
     with agent_process(config) as proc:
         collector.wait_payload(names.status, b"online", timeout=30)
         proc.send_signal(signal.SIGHUP)
-        collector.wait_stopped(names)
+        collector.wait_stopped(names, reason="reloading")
         collector.wait_for(lambda ms: [m for m in ms if m.topic == names.status][-1].payload == b"online" or None, 30)
         assert proc.poll() is None  # the same process, reloaded
         publisher.send(names.data("pump"), batched_payloads(stream(60, fault=("flow", 20, 40))))
