@@ -17,7 +17,8 @@ from edgevae.agent.bundle import Bundle, load_bundle
 from edgevae.agent.config import DetectionConfig
 from edgevae.agent.detector import Detector, StepResult, WindowResult
 from edgevae.agent.readings import OrderGuard
-from edgevae.agent.table import Table, TableError, read_table
+from edgevae.agent.table import DEFAULT_READ, Table, TableError, read_table
+from edgevae.agent.table_options import ReadOptions
 from edgevae.core.decision import Debounce
 
 logger = logging.getLogger(__name__)
@@ -47,12 +48,18 @@ class ScoreSummary:
     model: str
     dropped: dict[str, int] = field(default_factory=dict)
     out: str = ""
+    # Input rows the reader left out or forward-filled for a missing cell (--missing drop / ffill).
+    missing_dropped: int = 0
+    missing_filled: int = 0
 
     def __str__(self) -> str:
         dropped = f", dropped {self.dropped}" if self.dropped else ""
+        missing = [f"{self.missing_dropped} left out"] if self.missing_dropped else []
+        missing += [f"{self.missing_filled} forward-filled"] if self.missing_filled else []
+        read = f" ({' and '.join(missing)} for missing cells)" if missing else ""
         wrote = f"; wrote {self.out}" if self.out else ""
         return (
-            f"{self.model}: {self.rows} rows, {self.windows} windows, {self.alerts} alerts, "
+            f"{self.model}: {self.rows} rows{read}, {self.windows} windows, {self.alerts} alerts, "
             f"{self.anomalous_rows} rows in an alert{dropped}{wrote}"
         )
 
@@ -153,14 +160,20 @@ def write_scores(
 
 
 def score_csv(
-    bundle_path: str | Path, input_csv: str | Path, out_csv: str | Path, backend_key: str = "onnxruntime-cpu"
+    bundle_path: str | Path,
+    input_csv: str | Path,
+    out_csv: str | Path,
+    backend_key: str = "onnxruntime-cpu",
+    read: ReadOptions = DEFAULT_READ,
 ) -> ScoreSummary:
     with closing(load_bundle(bundle_path)) as bundle:
-        return _score_csv(bundle, input_csv, out_csv, backend_key)
+        return _score_csv(bundle, input_csv, out_csv, backend_key, read)
 
 
-def _score_csv(bundle: Bundle, input_csv: str | Path, out_csv: str | Path, backend_key: str) -> ScoreSummary:
-    table = read_table(input_csv)
+def _score_csv(
+    bundle: Bundle, input_csv: str | Path, out_csv: str | Path, backend_key: str, read: ReadOptions
+) -> ScoreSummary:
+    table = read_table(input_csv, read)
     dropped: Counter[str] = Counter()
     rows = score_table(bundle, table, backend_key, dropped=dropped)
     write_scores(rows, bundle.manifest.channels, out_csv, table)
@@ -173,4 +186,6 @@ def _score_csv(bundle: Bundle, input_csv: str | Path, out_csv: str | Path, backe
         model=f"{bundle.manifest.model_id} {bundle.manifest.model_version}",
         dropped=dict(dropped),
         out=str(out_csv),
+        missing_dropped=table.rows_dropped,
+        missing_filled=table.rows_filled,
     )

@@ -14,6 +14,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from edgevae.agent.readings import encode_payloads
 from edgevae.agent.table import Table, read_table
+from edgevae.agent.table_options import add_read_arguments, read_options_from_args
 from edgevae.core.errors import ConfigError, DataError, EdgeVAEError
 
 # Where `--device ID` publishes: the agent's default subscription is sensors/+/data.
@@ -94,6 +95,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rate", type=float, default=0.0, help="readings per second; 0: as fast as possible")
     parser.add_argument("--batch", type=int, default=1, help="readings per message (default: 1)")
     parser.add_argument("--channel", action="append", help="publish only this channel; repeatable (default: all)")
+    add_read_arguments(parser)
 
 
 def run_from_args(args: argparse.Namespace) -> int:
@@ -104,7 +106,7 @@ def run_from_args(args: argparse.Namespace) -> int:
     if args.device is not None and ("/" in args.device or not args.device or set("+#") & set(args.device)):
         raise ConfigError(f"--device {args.device!r}: expected one topic level, without '/', '+' or '#'")
     try:
-        table = read_table(args.table)
+        table = read_table(args.table, read_options_from_args(args))
     except FileNotFoundError as exc:
         raise DataError(f"{args.table}: no such file") from exc
     unknown = sorted(set(args.channel or ()) - set(table.channels))

@@ -1,4 +1,8 @@
-"""Sensor tables: CSV files of a timestamp column, numeric channels and optional label columns."""
+"""Sensor tables: CSV files of a timestamp column, numeric channels and optional label columns.
+
+`read_table` is the one reader of every command; `ReadOptions` (edgevae.agent.table_options) say which
+column is time, which are channels and labels, and what a missing cell means.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from edgevae.agent.table_cells import fill_forward, gaps, numbers, timestamps
+from edgevae.agent.table_options import ReadOptions
 from edgevae.core.errors import DataError
 
 logger = logging.getLogger(__name__)
@@ -19,7 +25,13 @@ TIMESTAMP_NAMES = ("timestamp", "datetime", "time", "ts", "date")
 LABEL_NAMES = ("anomaly", "changepoint", "label")
 # `changepoint` marks onsets only, so row labels come from the first of these that is present.
 ROW_LABEL_NAMES = ("anomaly", "label")
-_TIMESTAMP_HINT = "a timestamp (ISO-8601 such as 2020-02-08 13:30:47, naive = UTC, or epoch seconds)"
+DEFAULT_READ = ReadOptions()
+_TIMESTAMP_HINTS = {
+    "s": "a timestamp in epoch seconds",
+    "ms": "a timestamp in epoch milliseconds",
+    "iso": "a timestamp (ISO-8601 such as 2020-02-08 13:30:47, naive = UTC, or epoch seconds or milliseconds)",
+}
+_MISSING_REMEDY = "--missing drop leaves such rows out; --missing ffill repeats a channel's last reading"
 
 
 class TableError(DataError, ValueError):
@@ -35,8 +47,11 @@ class Table:
     labels: np.ndarray | None  # (rows,) int8 0/1 from `anomaly` or `label`, if present
     # As the file wrote them, for outputs that keep the input's own columns (read_table fills these).
     timestamp_column: str = ""
-    timestamp_text: np.ndarray | None = None  # (rows,) str
+    timestamp_text: np.ndarray | None = None  # (rows,) str; None when --period made the timestamps
     label_column: str = ""
+    # What --missing did: rows left out (drop), rows with a reading repeated from the row above (ffill).
+    rows_dropped: int = 0
+    rows_filled: int = 0
 
     def __post_init__(self) -> None:
         rows = self.timestamps.shape[0]
@@ -55,62 +70,71 @@ class Table:
         return int(self.values.shape[0])
 
 
-def read_table(path: str | Path) -> Table:
+@dataclass(frozen=True)
+class _Columns:
+    timestamp: int | None  # None: --period spaces the rows
+    channels: list[int]
+    label: int | None
+
+
+def read_table(path: str | Path, options: ReadOptions = DEFAULT_READ) -> Table:
     path = Path(path)
-    # utf-8-sig drops the byte-order mark that spreadsheet exports put before the first header name.
-    text = path.read_text(encoding="utf-8-sig")
-    first_line = next((line for line in text.splitlines() if line.strip()), "")
-    delimiter = ";" if first_line.count(";") > first_line.count(",") else ","
-    reader = csv.reader(io.StringIO(text), delimiter=delimiter)
-    header: list[str] = []
-    header_line = 0
-    rows: list[list[str]] = []
-    lines: list[int] = []
-    for row in reader:
-        if not any(cell.strip() for cell in row):
-            continue
-        if not header:
-            header, header_line = [cell.strip() for cell in row], reader.line_num
-        elif len(row) != len(header):
-            raise _error(path, reader.line_num, f"expected {len(header)} fields as in the header, got {len(row)}")
-        else:
-            rows.append(row)
-            lines.append(reader.line_num)
-    if not header:
-        msg = f"{path}: empty file; expected a header line and data rows"
-        raise TableError(msg)
-    if not rows:
-        raise _error(path, header_line, "expected data rows after the header, found none")
-
-    lower = [name.lower() for name in header]
-    ts_col = next((i for i, name in enumerate(lower) if name in TIMESTAMP_NAMES), 0)
-    channel_cols = [i for i, name in enumerate(lower) if i != ts_col and name not in LABEL_NAMES]
-    if not channel_cols:
-        raise _error(path, header_line, f"expected numeric channels besides timestamp and labels, got {header}")
-    channels = tuple(header[i] for i in channel_cols)
-    if len(set(channels)) != len(channels):
-        raise _error(path, header_line, f"expected unique channel names, got {list(channels)}")
-
+    header, header_line, rows, lines = _parse_csv(path)
+    cols = _columns(path, header, header_line, options)
     cells = np.array(rows, dtype=str)
-    values = _numbers(cells[:, channel_cols], channels, path, lines, "a finite number")
-    timestamps = _timestamps(cells[:, ts_col], header[ts_col], path, lines)
+    values = numbers(cells[:, cols.channels])
+    unit = "period"
+    if cols.timestamp is None or options.period is not None:
+        assert options.period is not None
+        # From the row's place in the file, so a row dropped below leaves its slot empty.
+        stamps = np.arange(len(rows), dtype=np.float64) * options.period
+    else:
+        stamps, unit = timestamps(cells[:, cols.timestamp], options.timestamp_unit)
     labels = None
-    label_col = next((lower.index(name) for name in ROW_LABEL_NAMES if name in lower), None)
-    if label_col is not None:
-        raw = _numbers(cells[:, [label_col]], (header[label_col],), path, lines, "a label 0 or 1")[:, 0]
-        bad = np.flatnonzero((raw != 0) & (raw != 1))
-        if bad.size:
-            i = int(bad[0])
-            got = rows[i][label_col]
-            raise _error(path, lines[i], f"expected a label 0 or 1 in column {header[label_col]!r}, got {got!r}")
-        labels = raw.astype(np.int8)
-    logger.debug("read %s: %d rows, %d channels, labels=%s", path, len(rows), len(channels), labels is not None)
-    label_name = header[label_col] if label_col is not None else ""
-    # A copy: a view would keep every cell of the file alive with the table.
-    return Table(str(path), timestamps, values, channels, labels, header[ts_col], cells[:, ts_col].copy(), label_name)
+    if cols.label is not None:
+        labels = numbers(cells[:, [cols.label]])[:, 0]
+        wrong = np.flatnonzero(np.isfinite(labels) & (labels != 0) & (labels != 1))
+        if wrong.size:
+            i = int(wrong[0])
+            got = rows[i][cols.label]
+            raise _error(path, lines[i], f"expected a label 0 or 1 in column {header[cols.label]!r}, got {got!r}")
+    # Per row and column of the file, the cells that hold no usable value.
+    missing = np.zeros(cells.shape, dtype=bool)
+    missing[:, cols.channels] = np.isnan(values)
+    if unit != "period":
+        missing[:, cols.timestamp] = np.isnan(stamps)
+    if labels is not None:
+        missing[:, cols.label] = np.isnan(labels)
+    keep = ~missing.any(axis=1)
+    if not keep.all():
+        _check_policy(path, header, cells, lines, missing, cols, unit, options)
+        if options.missing == "ffill":
+            values = fill_forward(values)
+            keep = np.ones(len(rows), dtype=bool)
+    dropped, filled = int(np.count_nonzero(~keep)), int(np.count_nonzero(missing.any(axis=1) & keep))
+    if not keep.any():
+        raise _error(path, header_line, f"expected rows with every cell read, but all {len(rows)} have a gap")
+    if dropped:
+        logger.info("%s: dropped %d of %d rows with a missing or non-numeric cell", path, dropped, len(rows))
+    if filled:
+        logger.info("%s: forward-filled a missing reading in %d of %d rows", path, filled, len(rows))
+    logger.debug("read %s: %d rows, %d channels, time %s", path, len(rows), len(cols.channels), unit)
+    return Table(
+        str(path),
+        stamps[keep],
+        values[keep],
+        tuple(header[i] for i in cols.channels),
+        None if labels is None else labels[keep].astype(np.int8),
+        header[cols.timestamp] if cols.timestamp is not None else "",
+        # A copy: a view would keep every cell of the file alive with the table.
+        cells[keep, cols.timestamp].copy() if cols.timestamp is not None else None,
+        header[cols.label] if cols.label is not None else "",
+        rows_dropped=dropped,
+        rows_filled=filled,
+    )
 
 
-def read_tables(path: str | Path) -> list[Table]:
+def read_tables(path: str | Path, options: ReadOptions = DEFAULT_READ) -> list[Table]:
     """One file, or every *.csv under a folder (recursively), in sorted path order."""
     path = Path(path)
     if path.is_dir():
@@ -118,11 +142,11 @@ def read_tables(path: str | Path) -> list[Table]:
         if not files:
             msg = f"{path}: expected a .csv file or a folder containing .csv files, found no .csv files"
             raise TableError(msg)
-        return [read_table(p) for p in files]
+        return [read_table(p, options) for p in files]
     if not path.exists():
         msg = f"{path}: no such file or folder; expected a .csv file or a folder of them"
         raise FileNotFoundError(msg)
-    return [read_table(path)]
+    return [read_table(path, options)]
 
 
 def write_table(table: Table, path: str | Path) -> None:
@@ -150,47 +174,121 @@ def infer_sample_period(timestamps: np.ndarray) -> float:
     return float(np.median(steps))
 
 
-def _error(path: Path, line: int, expected: str) -> TableError:
-    return TableError(f"{path}: line {line}: {expected}")
+def _error(path: Path, line: int, expected: str, remedy: str | None = None) -> TableError:
+    return TableError(f"{path}: line {line}: {expected}", remedy=remedy)
 
 
-def _numbers(cells: np.ndarray, names: tuple[str, ...], path: Path, lines: list[int], expected: str) -> np.ndarray:
-    try:
-        out = cells.astype(np.float64)
-    except ValueError:
-        out = None
-    if out is not None and np.isfinite(out).all():
-        return out
-    # Slow path, only on failure: convert cell by cell so the message can name the bad cell's line and column.
-    out = np.empty(cells.shape, dtype=np.float64)
-    for (r, c), cell in np.ndenumerate(cells):
-        try:
-            out[r, c] = float(cell)
-        except ValueError:
-            out[r, c] = np.nan
-        if not np.isfinite(out[r, c]):
-            raise _error(path, lines[r], f"expected {expected} in column {names[c]!r}, got {str(cell)!r}")
-    return out
+def _parse_csv(path: Path) -> tuple[list[str], int, list[list[str]], list[int]]:
+    """The header, its line, the data rows and the line of each; blank lines are skipped."""
+    # utf-8-sig drops the byte-order mark that spreadsheet exports put before the first header name.
+    text = path.read_text(encoding="utf-8-sig")
+    first_line = next((line for line in text.splitlines() if line.strip()), "")
+    delimiter = ";" if first_line.count(";") > first_line.count(",") else ","
+    reader = csv.reader(io.StringIO(text), delimiter=delimiter)
+    header: list[str] = []
+    header_line = 0
+    rows: list[list[str]] = []
+    lines: list[int] = []
+    for row in reader:
+        if not any(cell.strip() for cell in row):
+            continue
+        if not header:
+            header, header_line = [cell.strip() for cell in row], reader.line_num
+        elif len(row) != len(header):
+            raise _error(path, reader.line_num, f"expected {len(header)} fields as in the header, got {len(row)}")
+        else:
+            rows.append(row)
+            lines.append(reader.line_num)
+    if not header:
+        msg = f"{path}: empty file; expected a header line and data rows"
+        raise TableError(msg)
+    if not rows:
+        raise _error(path, header_line, "expected data rows after the header, found none")
+    return header, header_line, rows, lines
 
 
-def _timestamps(cells: np.ndarray, name: str, path: Path, lines: list[int]) -> np.ndarray:
-    try:
-        numeric = cells.astype(np.float64)
-    except ValueError:
-        numeric = None
-    if numeric is not None and np.isfinite(numeric).all():
-        return numeric
-    out = np.empty(cells.shape[0], dtype=np.float64)
-    for i, cell in enumerate(cells.tolist()):
-        text = cell.strip()
-        # datetime.fromisoformat before Python 3.11 rejects a trailing Z.
-        if text[-1:] in ("Z", "z"):
-            text = text[:-1] + "+00:00"
-        try:
-            stamp = datetime.fromisoformat(text)
-        except ValueError:
-            raise _error(path, lines[i], f"expected {_TIMESTAMP_HINT} in column {name!r}, got {cell!r}") from None
-        if stamp.tzinfo is None:
-            stamp = stamp.replace(tzinfo=timezone.utc)
-        out[i] = stamp.timestamp()
-    return out
+def _columns(path: Path, header: list[str], line: int, options: ReadOptions) -> _Columns:
+    """Which columns are time, channels and labels, by the options or else by name."""
+    lower = [name.lower() for name in header]
+    label = _named(path, header, line, options.label_column, "--label-column")
+    if label is None:
+        label = next((lower.index(name) for name in ROW_LABEL_NAMES if name in lower), None)
+    ts = _named(path, header, line, options.timestamp_column, "--timestamp-column")
+    if ts is None:
+        ts = next((i for i, name in enumerate(lower) if name in TIMESTAMP_NAMES), None)
+    if ts is None and options.period is None:
+        expected = f"expected a timestamp column (one named {', '.join(TIMESTAMP_NAMES)}), got {header}"
+        remedy = "pass --timestamp-column NAME, or --period SECONDS if the rows are evenly spaced"
+        raise _error(path, line, expected, remedy)
+    if options.channels is not None:
+        channels = [_named(path, header, line, name, "--channels") for name in options.channels]
+        for name, i in zip(options.channels, channels, strict=True):
+            if i in (ts, label):
+                role = "time" if i == ts else "label"
+                raise _error(path, line, f"--channels {name!r} is the {role} column; expected a channel")
+        return _Columns(ts, [i for i in channels if i is not None], label)
+    others = [i for i, name in enumerate(lower) if i not in (ts, label) and name not in LABEL_NAMES]
+    if not others:
+        raise _error(path, line, f"expected numeric channels besides timestamp and labels, got {header}")
+    names = [header[i] for i in others]
+    if len(set(names)) != len(names):
+        raise _error(path, line, f"expected unique channel names, got {names}")
+    return _Columns(ts, others, label)
+
+
+def _named(path: Path, header: list[str], line: int, name: str | None, flag: str) -> int | None:
+    """The column a flag names: exactly, else the one that matches ignoring case."""
+    if name is None:
+        return None
+    if name in header:
+        return header.index(name)
+    folded = [i for i, column in enumerate(header) if column.lower() == name.lower()]
+    if len(folded) == 1:
+        return folded[0]
+    raise _error(path, line, f"{flag} {name!r}: no such column; the file's columns are {header}")
+
+
+def _expectations(header: list[str], cols: _Columns, unit: str) -> dict[int, str]:
+    """What each column read should hold, for the message about a cell that does not."""
+    out = {i: "a finite number" for i in cols.channels}
+    if cols.timestamp is not None and unit != "period":
+        out[cols.timestamp] = _TIMESTAMP_HINTS.get(unit, _TIMESTAMP_HINTS["iso"])
+    if cols.label is not None:
+        out[cols.label] = "a label 0 or 1"
+    return {i: f"{text} in column {header[i]!r}" for i, text in out.items()}
+
+
+def _check_policy(
+    path: Path,
+    header: list[str],
+    cells: np.ndarray,
+    lines: list[int],
+    missing: np.ndarray,
+    cols: _Columns,
+    unit: str,
+    options: ReadOptions,
+) -> None:
+    """Raise at the first cell the --missing policy rejects: fail rejects any; ffill fills only readings, over
+    gaps of at most --ffill-limit rows that follow a reading; drop takes them all."""
+    if options.missing == "drop":
+        return
+    expected = _expectations(header, cols, unit)
+    # Under ffill, time and labels are never filled in: a reading can be repeated, a time or a label cannot.
+    checked = sorted(c for c in expected if options.missing == "fail" or c not in cols.channels)
+    bad = np.argwhere(missing[:, checked])
+    if bad.size:
+        r, c = int(bad[0][0]), checked[int(bad[0][1])]
+        remedy = _MISSING_REMEDY if options.missing == "fail" else "--missing ffill fills readings, not time or labels"
+        raise _error(path, lines[r], f"expected {expected[c]}, got {str(cells[r, c])!r}", remedy)
+    drop = "--missing drop leaves such rows out"
+    for c in cols.channels:
+        for start, length in gaps(missing[:, c]):
+            if start == 0:
+                what = f"column {header[c]!r} has no reading on the first row to fill forward from"
+                raise _error(path, lines[0], what, drop)
+            if length > options.ffill_limit:
+                what = (
+                    f"column {header[c]!r} is missing on {length} consecutive rows (lines {lines[start]}-"
+                    f"{lines[start + length - 1]}), more than --ffill-limit {options.ffill_limit}"
+                )
+                raise _error(path, lines[start], what, f"a larger --ffill-limit fills them; {drop}")

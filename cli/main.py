@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from edgevae.agent.install import missing_extra, version
+from edgevae.agent.table_options import add_read_arguments, read_options_from_args
 from edgevae.core.errors import ConfigError, EdgeVAEError
 
 logger = logging.getLogger(__name__)
@@ -35,7 +36,7 @@ def _export(args: argparse.Namespace) -> int:
 def _score(args: argparse.Namespace) -> int:
     from edgevae.agent.offline import score_csv
 
-    summary = score_csv(args.bundle, args.input, args.out, backend_key=args.backend)
+    summary = score_csv(args.bundle, args.input, args.out, backend_key=args.backend, read=read_options_from_args(args))
     print(summary)
     return 0
 
@@ -108,6 +109,7 @@ def _add_score(sub: argparse._SubParsersAction[argparse.ArgumentParser], command
     parser.add_argument("--input", type=Path, required=True, help="CSV with a timestamp column and the channels")
     parser.add_argument("--out", type=Path, required=True, help="where to write the per-row scores CSV")
     parser.add_argument("--backend", default="onnxruntime-cpu", help="runtime backend (default: onnxruntime-cpu)")
+    add_read_arguments(parser)
     parser.set_defaults(func=_score)
 
 

@@ -121,3 +121,40 @@ def test_scores_keep_the_inputs_own_timestamp_and_labels(bundle: Path, tmp_path:
     assert [row[0] for row in body] == stamps
     assert [int(row[1]) for row in body] == labels
     assert float(body[0][2]) == 1583748000.0  # 2020-03-09 10:00:00 UTC
+
+
+def _edgevae(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "edgevae.cli.main", *args], capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+def test_a_file_without_a_time_column_needs_period(bundle: Path, tmp_path: Path) -> None:
+    """Refused in one line that names the two ways out; read as evenly spaced rows with --period."""
+    path = tmp_path / "untimed.csv"
+    lines = [",".join(CHANNELS)] + [",".join(map(str, row)) for row in stream(40).tolist()]
+    lines[10] = ",".join(["", *lines[10].split(",")[1:]])  # one empty cell, on line 11
+    path.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "scores.csv"
+    refused = _edgevae("score", "--bundle", str(bundle), "--input", str(path), "--out", str(out))
+    assert refused.returncode == 3
+    assert refused.stderr == (
+        f"edgevae score: error: {path}: line 1: expected a timestamp column (one named timestamp, datetime, time, "
+        "ts, date), got ['temp', 'pressure', 'flow'] (pass --timestamp-column NAME, or --period SECONDS if the rows "
+        "are evenly spaced)\n"
+    )
+    assert not out.exists()
+    gap = _edgevae("score", "--bundle", str(bundle), "--input", str(path), "--out", str(out), "--period", "1")
+    assert gap.returncode == 3
+    assert "line 11: expected a finite number in column 'temp', got ''" in gap.stderr
+    assert "--missing drop leaves such rows out" in gap.stderr
+    accepted = _edgevae(
+        "score", "--bundle", str(bundle), "--input", str(path), "--out", str(out), "--period", "1", "--missing", "drop"
+    )
+    assert accepted.returncode == 0, accepted.stderr
+    assert "39 rows (1 left out for missing cells)" in accepted.stdout
+    with out.open() as fh:
+        header, *body = list(csv.reader(fh))
+    # No input time column to keep: `timestamp` is the synthesized seconds, and the dropped row's slot is empty.
+    assert header[:2] == ["timestamp", "score"]
+    assert [float(row[0]) for row in body[8:10]] == [8.0, 10.0]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+import logging
 import time
 from pathlib import Path
 
@@ -9,7 +11,8 @@ import numpy as np
 import pytest
 
 from edgevae.agent.table import Table, TableError, infer_sample_period, read_table, read_tables, write_table
-from edgevae.core.errors import DataError
+from edgevae.agent.table_options import ReadOptions, add_read_arguments, read_options_from_args
+from edgevae.core.errors import ConfigError, DataError
 
 SKAB = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "SKAB" / "data"
 T0 = 1_581_168_647.0  # 2020-02-08 13:30:47 UTC
@@ -34,8 +37,6 @@ def _write(tmp_path: Path, text: str, name: str = "t.csv") -> Path:
         ("ts;a;anomaly;changepoint\n1;5;0.0;0.0\n2;6;1.0;1.0\n", ("a",), [1.0, 2.0], [0, 1]),
         # `label` also gives labels; names are case-insensitive
         ("Timestamp,Label,v\n1,1,7\n2,0,8\n", ("v",), [1.0, 2.0], [1, 0]),
-        # no named timestamp column: the first column is the timestamp
-        ("when,v\n5,1\n6,2\n", ("v",), [5.0, 6.0], None),
         # byte-order mark, blank lines and spaces around numbers
         ("\ufefftimestamp,v\n\n1, 2.5 \n\n2,3\n", ("v",), [1.0, 2.0], None),
     ],
@@ -54,6 +55,223 @@ def test_read_table(
         assert table.labels is not None
         assert table.labels.dtype == np.int8
         assert table.labels.tolist() == labels
+
+
+@pytest.mark.parametrize(
+    ("text", "options", "channels", "timestamps"),
+    [
+        # epoch milliseconds, told apart from seconds by magnitude
+        ("timestamp,a\n1581168647000,1\n1581168648500,2\n", ReadOptions(), ("a",), [T0, T0 + 1.5]),
+        # epoch seconds of today stay seconds
+        ("ts,a\n1581168647,1\n1581168648,2\n", ReadOptions(), ("a",), [T0, T0 + 1]),
+        # small numbers are seconds unless --timestamp-unit ms says otherwise
+        ("ts,a\n0,1\n500,2\n", ReadOptions(timestamp_unit="ms"), ("a",), [0.0, 0.5]),
+        # a forced unit wins over the magnitude
+        ("ts,a\n1581168647000,1\n", ReadOptions(timestamp_unit="s"), ("a",), [T0 * 1000]),
+        ("ts,a\n2020-02-08 13:30:47,1\n", ReadOptions(timestamp_unit="iso"), ("a",), [T0]),
+        # --timestamp-column names a column no name rule would find
+        ("when,v\n5,1\n6,2\n", ReadOptions(timestamp_column="when"), ("v",), [5.0, 6.0]),
+        # ... or picks between two time-like columns; the other one is then a channel
+        ("time,ts,v\n9,5,1\n9,6,2\n", ReadOptions(timestamp_column="ts"), ("time", "v"), [5.0, 6.0]),
+        # names are matched ignoring case when only one column matches
+        ("When,v\n5,1\n", ReadOptions(timestamp_column="when"), ("v",), [5.0]),
+        # --period: no time column, rows evenly spaced from 0
+        ("a,b\n1,2\n3,4\n5,6\n", ReadOptions(period=0.5), ("a", "b"), [0.0, 0.5, 1.0]),
+        # --channels picks and orders; a column it leaves out is not read, text or not
+        ("timestamp,a,b,note\n1,1,2,hi\n", ReadOptions(channels=("b", "a")), ("b", "a"), [1.0]),
+    ],
+)
+def test_read_options(
+    tmp_path: Path, text: str, options: ReadOptions, channels: tuple[str, ...], timestamps: list[float]
+) -> None:
+    table = read_table(_write(tmp_path, text), options)
+    assert table.channels == channels
+    np.testing.assert_allclose(table.timestamps, timestamps)
+    assert (table.timestamp_text is None) == (options.period is not None)
+
+
+def test_channels_are_read_in_the_order_asked(tmp_path: Path) -> None:
+    table = read_table(_write(tmp_path, "timestamp,a,b,c\n1,1,2,3\n"), ReadOptions(channels=("c", "a")))
+    assert table.values.tolist() == [[3.0, 1.0]]
+
+
+def test_label_column_names_the_labels(tmp_path: Path) -> None:
+    table = read_table(_write(tmp_path, "timestamp,v,fault\n1,1,0\n2,2,1\n"), ReadOptions(label_column="fault"))
+    assert (table.channels, table.label_column) == (("v",), "fault")
+    assert table.labels is not None
+    assert table.labels.tolist() == [0, 1]
+
+
+GAPPY = "timestamp,a,b\n1,1,10\n2,,20\n3,nan,x\n4,4,40\n5,5,\n"
+
+
+@pytest.mark.parametrize(
+    ("text", "options", "timestamps", "values", "dropped", "filled"),
+    [
+        # drop: every row with an empty, NaN or text cell is left out
+        (GAPPY, ReadOptions(missing="drop"), [1, 4], [[1, 10], [4, 40]], 3, 0),
+        # ffill: each channel repeats its last reading
+        (GAPPY, ReadOptions(missing="ffill"), [1, 2, 3, 4, 5], [[1, 10], [1, 20], [1, 20], [4, 40], [5, 40]], 0, 3),
+        # ffill up to the limit exactly
+        (
+            "timestamp,a\n1,1\n2,\n3,\n4,4\n",
+            ReadOptions(missing="ffill", ffill_limit=2),
+            [1, 2, 3, 4],
+            [[1]] * 3 + [[4]],
+            0,
+            2,
+        ),
+        # drop also takes a row whose time is missing or unreadable
+        ("timestamp,a\n1,1\n,2\nnoon,3\n4,4\n", ReadOptions(missing="drop"), [1, 4], [[1], [4]], 2, 0),
+        # with --period a dropped row leaves its time slot empty
+        ("a,b\n1,2\n,3\n4,5\n", ReadOptions(period=1.0, missing="drop"), [0, 2], [[1, 2], [4, 5]], 1, 0),
+        # a clean file: nothing dropped or filled, whatever the policy
+        ("timestamp,a\n1,1\n", ReadOptions(missing="ffill"), [1], [[1]], 0, 0),
+    ],
+)
+def test_missing_policies(
+    tmp_path: Path,
+    text: str,
+    options: ReadOptions,
+    timestamps: list[float],
+    values: list[list[float]],
+    dropped: int,
+    filled: int,
+) -> None:
+    table = read_table(_write(tmp_path, text), options)
+    np.testing.assert_allclose(table.timestamps, timestamps)
+    np.testing.assert_array_equal(table.values, values)
+    assert (table.rows_dropped, table.rows_filled) == (dropped, filled)
+    if table.timestamp_text is not None:
+        assert len(table.timestamp_text) == table.rows
+
+
+def test_dropped_and_filled_rows_are_logged(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = _write(tmp_path, GAPPY)
+    with caplog.at_level(logging.INFO, logger="edgevae.agent.table"):
+        read_table(path, ReadOptions(missing="drop"))
+        read_table(path, ReadOptions(missing="ffill"))
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{path}: dropped 3 of 5 rows with a missing or non-numeric cell",
+        f"{path}: forward-filled a missing reading in 3 of 5 rows",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "options", "match", "remedy"),
+    [
+        # no time column and no flag saying which, or that the rows are evenly spaced
+        (
+            "when,v\n5,1\n",
+            ReadOptions(),
+            r"line 1: expected a timestamp column \(one named timestamp, datetime, time, ts, date\), "
+            r"got \['when', 'v'\]",
+            "pass --timestamp-column NAME, or --period SECONDS if the rows are evenly spaced",
+        ),
+        # flags that name a column the file does not have list the file's columns
+        (
+            "timestamp,a,b\n1,1,2\n",
+            ReadOptions(channels=("a", "z")),
+            r"line 1: --channels 'z': no such column; the file's columns are \['timestamp', 'a', 'b'\]",
+            None,
+        ),
+        ("ts,a\n1,1\n", ReadOptions(timestamp_column="t"), r"--timestamp-column 't': no such column", None),
+        ("ts,a\n1,1\n", ReadOptions(label_column="fault"), r"--label-column 'fault': no such column", None),
+        # a channel cannot also be time or labels
+        ("ts,a\n1,1\n", ReadOptions(channels=("ts",)), r"--channels 'ts' is the time column", None),
+        # fail, the default, names the first missing cell and the policies that would accept it
+        (
+            "ts,a,b\n1,1,2\n2,,3\n",
+            ReadOptions(),
+            r"line 3: expected a finite number in column 'a', got ''",
+            "--missing drop",
+        ),
+        # a forced unit says what it expected
+        (
+            "ts,a\n2020-02-08,1\n",
+            ReadOptions(timestamp_unit="s"),
+            r"expected a timestamp in epoch seconds in column 'ts'",
+            None,
+        ),
+        # ffill beyond its limit names the gap's first line, the column and the limit
+        (
+            "timestamp,a\n1,1\n2,\n3,\n4,\n5,5\n",
+            ReadOptions(missing="ffill", ffill_limit=2),
+            r"line 3: column 'a' is missing on 3 consecutive rows \(lines 3-5\), more than --ffill-limit 2",
+            "a larger --ffill-limit fills them",
+        ),
+        # nothing to fill a first row from
+        (
+            "timestamp,a\n1,\n2,2\n",
+            ReadOptions(missing="ffill"),
+            r"line 2: column 'a' has no reading on the first row",
+            None,
+        ),
+        # ffill repeats readings, never a time or a label
+        (
+            "timestamp,a\n1,1\n,2\n",
+            ReadOptions(missing="ffill"),
+            r"line 3: expected a timestamp .* in column 'timestamp', got ''",
+            None,
+        ),
+        ("timestamp,a,anomaly\n1,1,0\n2,2,\n", ReadOptions(missing="ffill"), r"line 3: expected a label 0 or 1", None),
+        # a label that is a number but not 0 or 1 is wrong data, not a gap
+        ("timestamp,a,anomaly\n1,1,0\n2,1,2\n", ReadOptions(missing="drop"), r"line 3: expected a label 0 or 1", None),
+        # dropping every row leaves nothing
+        (
+            "timestamp,a\n1,\n",
+            ReadOptions(missing="drop"),
+            r"line 1: expected rows with every cell read, but all 1",
+            None,
+        ),
+    ],
+)
+def test_read_option_errors(tmp_path: Path, text: str, options: ReadOptions, match: str, remedy: str | None) -> None:
+    path = _write(tmp_path, text)
+    with pytest.raises(TableError, match=match) as caught:
+        read_table(path, options)
+    assert str(caught.value).startswith(f"{path}: line ")
+    if remedy is not None:
+        assert remedy in caught.value.describe()
+
+
+@pytest.mark.parametrize(
+    ("argv", "options"),
+    [
+        ([], ReadOptions()),
+        (
+            ["--channels", " b, a", "--missing", "ffill", "--ffill-limit", "5"],
+            ReadOptions(channels=("b", "a"), missing="ffill", ffill_limit=5),
+        ),
+        (["--period", "0.1", "--label-column", "fault"], ReadOptions(period=0.1, label_column="fault")),
+        (["--timestamp-column", "t", "--timestamp-unit", "ms"], ReadOptions(timestamp_column="t", timestamp_unit="ms")),
+    ],
+)
+def test_read_flags(argv: list[str], options: ReadOptions) -> None:
+    parser = argparse.ArgumentParser()
+    add_read_arguments(parser)
+    assert read_options_from_args(parser.parse_args(argv)) == options
+    # The flags that give the options, as `edgevae evaluate` passes them on.
+    assert read_options_from_args(parser.parse_args(options.flags())) == options
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--ffill-limit", "2"], "--ffill-limit needs --missing ffill, got --missing fail"),
+        (["--missing", "ffill", "--ffill-limit", "0"], "--ffill-limit must be >= 1, got 0"),
+        (["--period", "0"], "--period must be a number of seconds > 0, got 0.0"),
+        (["--period", "1", "--timestamp-column", "t"], "--period spaces the rows evenly"),
+        (["--channels", "a,,b"], "--channels expects comma-separated column names"),
+        (["--channels", "a,a"], "--channels names a column twice: ['a', 'a']"),
+    ],
+)
+def test_bad_read_flags(argv: list[str], message: str) -> None:
+    parser = argparse.ArgumentParser()
+    add_read_arguments(parser)
+    with pytest.raises(ConfigError) as caught:
+        read_options_from_args(parser.parse_args(argv))
+    assert message in str(caught.value)
 
 
 @pytest.mark.parametrize(

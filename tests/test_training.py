@@ -16,6 +16,7 @@ import torch
 
 from edgevae.agent.bundle import sha256_file
 from edgevae.agent.table import Table, write_table
+from edgevae.agent.table_options import ReadOptions
 from edgevae.core.errors import ConfigError
 from edgevae.training import data
 from edgevae.training.checkpoint import RUN_FILES, load_run
@@ -192,6 +193,8 @@ def test_run_directory(run_dir: Path) -> None:
     assert len(meta["history"]) == meta["metrics"]["epochs_run"] == 3
     assert {"best_epoch", "val_loss", "val_recon", "val_kl", "train_loss", "seconds", "device"} <= set(meta["metrics"])
     assert set(meta["config"]) == {f.name for f in fields(TrainConfig)}
+    assert meta["config"]["read"] == ReadOptions().describe()
+    assert (meta["data"]["missing_rows_dropped"], meta["data"]["missing_rows_filled"]) == (0, 0)
     assert meta["data"]["sha256"]
     checkpoint = torch.load(run_dir / "model.pt", weights_only=True)
     assert set(checkpoint) == {"model_config", "state_dict"}
@@ -270,11 +273,38 @@ def test_every_option_is_a_flag() -> None:
     parser = argparse.ArgumentParser()
     add_arguments(parser)
     actions = {a.dest: a for a in parser._actions if a.dest != "help"}
-    assert set(actions) == {f.name for f in fields(TrainConfig)}
+    # The read options are one field of the config and a group of flags of their own.
+    assert set(actions) == {f.name for f in fields(TrainConfig)} - {"read"} | {f.name for f in fields(ReadOptions)}
     assert all(a.help for a in actions.values())
     args = parser.parse_args(["--out", "runs/x", "--window", "16", "--no-progress", "--max-train-windows", "5"])
     cfg = config_from_args(args)
     assert (cfg.out, cfg.window, cfg.progress, cfg.max_train_windows, cfg.data) == (Path("runs/x"), 16, False, 5, None)
+    assert cfg.read == ReadOptions()
+    args = parser.parse_args(["--out", "x", "--period", "2", "--channels", "b,a", "--missing", "drop"])
+    assert config_from_args(args).read == ReadOptions(period=2.0, channels=("b", "a"), missing="drop")
+
+
+def test_training_data_is_read_with_the_read_options(tmp_path: Path) -> None:
+    rows = ["a,b,note"] + [f"{i % 7},{'' if i == 50 else i % 5},x" for i in range(300)]
+    (tmp_path / "p.csv").write_text("\n".join(rows) + "\n")
+    read = ReadOptions(period=0.5, channels=("b", "a"), missing="ffill")
+    dataset = data.load_training_data(tmp_path / "p.csv", read=read)
+    assert (dataset.channels, dataset.sample_period_s, dataset.rows) == (("b", "a"), 0.5, 300)
+    assert (dataset.describe()["missing_rows_filled"], dataset.describe()["missing_rows_dropped"]) == (1, 0)
+
+
+@pytest.mark.slow
+def test_the_run_records_how_its_data_was_read(tmp_path: Path) -> None:
+    # No time column, evenly spaced rows and one gap: meta.json says how they were read and what was left out.
+    plant = simulate_plant(600, seed=0)
+    lines = [",".join(plant.channels)] + [",".join(map(str, row)) for row in plant.values.tolist()]
+    lines[100] = lines[100].replace(lines[100].split(",")[0], "", 1)
+    (tmp_path / "plant.csv").write_text("\n".join(lines) + "\n")
+    read = ReadOptions(period=2.0, missing="drop")
+    meta = load_run(train(tiny_config(tmp_path / "run", data=tmp_path / "plant.csv", read=read))).meta
+    assert meta["config"]["read"] == read.describe()
+    assert (meta["data"]["missing_rows_dropped"], meta["data"]["missing_rows_filled"]) == (1, 0)
+    assert meta["sample_period_s"] == 2.0
 
 
 @pytest.mark.slow

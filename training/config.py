@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import argparse
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from edgevae.agent.table_options import ReadOptions, add_read_arguments, read_options_from_args
 from edgevae.core.errors import ConfigError
 from edgevae.training.data import SPLIT_FRACTIONS, STD_FLOOR_REL
 from edgevae.training.generators.augment import parse_augment
@@ -70,6 +71,8 @@ class TrainConfig:
     threads: int | None = None  # CPU threads for torch; None keeps torch's default
     seed: int = 0
     progress: bool = True
+    # How --data's CSVs are read (the `reading CSV input` flags); meta.json records them with the rest.
+    read: ReadOptions = field(default_factory=ReadOptions)
 
 
 # Every TrainConfig field is a flag, by group; the dict keys are the field names.
@@ -142,10 +145,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                 required=name == "out",
                 help=text + (" (default: %(default)s)" if default is not None else ""),
             )
+    add_read_arguments(parser)
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    cfg = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)})
+    values = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if f.name != "read"}
+    cfg = TrainConfig(**values, read=read_options_from_args(args))
     if cfg.splits is not None:
         cfg.splits = tuple(cfg.splits)  # type: ignore[assignment]
     return cfg

@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 
 from edgevae.agent.bundle import sha256_files
-from edgevae.agent.table import Table, infer_sample_period, read_tables
+from edgevae.agent.table import DEFAULT_READ, Table, infer_sample_period, read_tables
+from edgevae.agent.table_options import ReadOptions
 from edgevae.core.errors import ConfigError
 from edgevae.core.window import sliding_windows, window_count
 from edgevae.training.simulate import simulate_plant
@@ -48,6 +49,9 @@ class TrainingData:
     # of them), which a window may read as context without those rows counting as unseen (`holdout_windows`).
     context: dict[str, list[tuple[np.ndarray, int]]]
     simulated: dict[str, int] | None = None  # {"rows", "seed"} when the plant was simulated
+    # Rows the reader left out or forward-filled for missing cells (--missing drop / ffill), over all files.
+    rows_dropped: int = 0
+    rows_filled: int = 0
 
     def describe(self) -> dict[str, Any]:
         """The `data` entry of meta.json."""
@@ -56,16 +60,20 @@ class TrainingData:
             "sha256": self.sha256,
             "rows": self.rows,
             "anomalous_rows_dropped": self.anomalous_rows,
+            "missing_rows_dropped": self.rows_dropped,
+            "missing_rows_filled": self.rows_filled,
             "split_rows": {name: sum(len(run) for run in runs) for name, runs in self.splits.items()},
             "simulated": self.simulated,
         }
 
 
-def load_training_tables(path: Path | None, sim_rows: int = 20_000, seed: int = 0) -> list[Table]:
+def load_training_tables(
+    path: Path | None, sim_rows: int = 20_000, seed: int = 0, read: ReadOptions = DEFAULT_READ
+) -> list[Table]:
     """The tables under `path` (a CSV file or a folder of them), or the simulated plant when `path` is None."""
     if path is None:
         return [simulate_plant(sim_rows, seed=seed)]
-    return read_tables(path)
+    return read_tables(path, read)
 
 
 def load_training_data(
@@ -73,9 +81,10 @@ def load_training_data(
     sim_rows: int = 20_000,
     seed: int = 0,
     fractions: Sequence[float] | Callable[[int], Sequence[float]] = SPLIT_FRACTIONS,
+    read: ReadOptions = DEFAULT_READ,
 ) -> TrainingData:
     """Read the tables and split each chronologically; `fractions` may be a function of the total rows."""
-    tables = load_training_tables(path, sim_rows=sim_rows, seed=seed)
+    tables = load_training_tables(path, sim_rows=sim_rows, seed=seed, read=read)
     if callable(fractions):
         fractions = fractions(sum(t.rows for t in tables))
     channels = check_channels(tables)
@@ -106,6 +115,8 @@ def load_training_data(
         splits=splits,
         context=context,
         simulated=simulated,
+        rows_dropped=sum(t.rows_dropped for t in tables),
+        rows_filled=sum(t.rows_filled for t in tables),
     )
 
 

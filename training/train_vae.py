@@ -108,7 +108,16 @@ def _load_data(cfg: TrainConfig) -> tuple[data.TrainingData, TrainConfig]:
         chosen.append(resolve_splits(cfg, rows))
         return chosen[-1]
 
-    dataset = data.load_training_data(cfg.data, sim_rows=cfg.sim_rows, seed=cfg.sim_seed, fractions=fractions)
+    dataset = data.load_training_data(
+        cfg.data, sim_rows=cfg.sim_rows, seed=cfg.sim_seed, fractions=fractions, read=cfg.read
+    )
+    if dataset.rows_dropped or dataset.rows_filled:
+        logger.info(
+            "missing cells: %d rows dropped, %d rows forward-filled (--missing %s)",
+            dataset.rows_dropped,
+            dataset.rows_filled,
+            cfg.read.missing,
+        )
     if cfg.splits is None:
         logger.info("splits %s for %d rows (set --splits to choose)", chosen[0], dataset.rows)
     return dataset, replace(cfg, splits=chosen[0])
