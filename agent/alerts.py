@@ -27,7 +27,8 @@ class ChannelShare:
 
 @dataclass(frozen=True)
 class Alert:
-    """Published QoS 1 on `<prefix>/v1/<agent>/devices/<device>/alert`. `ended`, `duration_s` and `reason` appear only on `end`."""
+    """Published QoS 1 on `<prefix>/v1/<agent>/devices/<device>/alert`. `ended`, `duration_s` and `reason`
+    appear only on `end`."""
 
     type: Literal["alert", "end"]
     id: str  # the same on an alert and its end

@@ -206,6 +206,13 @@ def _add_fleet(sub: argparse._SubParsersAction[argparse.ArgumentParser], command
     add_fleet_arguments(parser)
 
 
+def _add_alerts(sub: argparse._SubParsersAction[argparse.ArgumentParser], command: str | None) -> None:
+    from edgevae.cli.alerts import add_alerts_arguments
+
+    parser = sub.add_parser("alerts", help="follow the fleet's alerts, starting with what is open now")
+    add_alerts_arguments(parser)
+
+
 _SUBCOMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser], str | None], None]] = [
     _add_train,
     _add_export,
@@ -221,6 +228,7 @@ _SUBCOMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]
     _add_publish,
     _add_rollout,
     _add_fleet,
+    _add_alerts,
 ]
 
 

@@ -57,12 +57,11 @@ def add_repo_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repo", type=Path, required=True, metavar="DIR", help="the repository folder")
 
 
-def add_mqtt_flags(parser: argparse.ArgumentParser, required: bool = False) -> None:
+def add_mqtt_flags(parser: argparse.ArgumentParser, required: bool = False, purpose: str = "") -> None:
     after = "" if required else " afterwards"
-    parser.add_argument(
-        "--mqtt", required=required, metavar="URL", help=f"mirror to this broker{after}: mqtt[s]://host[:port]"
-    )
-    parser.add_argument("--prefix", default="edgevae", help="topic prefix of the mirror (default: edgevae)")
+    text = purpose or f"mirror to this broker{after}"
+    parser.add_argument("--mqtt", required=required, metavar="URL", help=f"{text}: mqtt[s]://host[:port]")
+    parser.add_argument("--prefix", default="edgevae", help="topic prefix (mqtt.topic_prefix; default: edgevae)")
     parser.add_argument("--mqtt-username", default=None, metavar="USER", help="broker user name")
     parser.add_argument(
         "--mqtt-password-file",
