@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from edgevae.agent.device_state import Acknowledgement, DeviceStates
-from edgevae.agent.mqtt import Request
+from edgevae.agent.inbox import Request
 from edgevae.agent.topics import Topics
 
 logger = logging.getLogger(__name__)

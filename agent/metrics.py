@@ -16,6 +16,8 @@ from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
 from prometheus_client.registry import Collector
 
+from edgevae.agent.config import MetricsConfig
+
 logger = logging.getLogger(__name__)
 
 # Per-batch scoring time: a window of the default model takes well under a millisecond on one core, a full
@@ -103,12 +105,19 @@ class Metrics:
     def observe_batch(self, seconds: float) -> None:
         self.latency.observe(seconds)
 
-    def start(self, host: str, port: int) -> None:
-        """Raises OSError when the port cannot be bound (in use, or not allowed)."""
+    def start(self, cfg: MetricsConfig) -> bool:
+        """Serve on `cfg.host`:`cfg.port`; False (logged) when the port cannot be bound. Scoring matters more
+        than its metrics: the agent then goes on without them, and says so loudly."""
         from prometheus_client import start_http_server
 
-        self._server, self._thread = start_http_server(port, addr=host, registry=self.registry)
-        logger.info("Prometheus metrics on http://%s:%d/metrics", host if ":" not in host else f"[{host}]", port)
+        host = cfg.host if ":" not in cfg.host else f"[{cfg.host}]"
+        try:
+            self._server, self._thread = start_http_server(cfg.port, addr=cfg.host, registry=self.registry)
+        except OSError as exc:
+            logger.error("cannot serve metrics on %s port %d (%s); running without them", cfg.host, cfg.port, exc)
+            return False
+        logger.info("Prometheus metrics on http://%s:%d/metrics", host, cfg.port)
+        return True
 
     def stop(self) -> None:
         if self._server is not None:

@@ -11,7 +11,6 @@ import sys
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass
 from typing import Any, Literal
 
 import paho.mqtt.client as mqtt
@@ -20,6 +19,8 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from edgevae.agent.config import MqttConfig
+from edgevae.agent.inbox import MAX_REQUESTS, Inbox, Request
+from edgevae.agent.log_filter import OncePerInterval
 from edgevae.agent.topics import Topics
 
 logger = logging.getLogger(__name__)
@@ -30,72 +31,12 @@ PACKET_OVERHEAD_BYTES = 4096
 FAILURE_LOG_INTERVAL_S = 60.0
 
 ONLINE, OFFLINE = b"online", b"offline"
-# Requests are few and small; more than this waiting is a flood, and the excess is refused unread.
-MAX_REQUESTS = 100
 # paho keeps unacknowledged QoS 1 messages in memory; past 65,535 it stalls and loses them, so cap well below.
 MAX_OUTSTANDING = 10_000
 
 
-class Inbox(queue.Queue[tuple[str, bytes]]):
-    """The messages between paho's network thread and scoring: bounded in count and in payload bytes, so
-    that the memory it can hold is set by the config (`limits.queue_size`, `limits.queue_bytes`)."""
-
-    def __init__(self, maxsize: int = 0, max_bytes: int = 0) -> None:
-        super().__init__(maxsize)
-        self.max_bytes = max_bytes  # 0: no byte bound
-        self.bytes = 0
-
-    def put_nowait(self, item: tuple[str, bytes]) -> None:
-        with self.mutex:
-            full = 0 < self.maxsize <= len(self.queue)
-            if full or (self.max_bytes and self.bytes + len(item[1]) > self.max_bytes):
-                raise queue.Full
-            self._put(item)
-            self.unfinished_tasks += 1
-            self.not_empty.notify()
-
-    def _put(self, item: tuple[str, bytes]) -> None:
-        self.queue.append(item)
-        self.bytes += len(item[1])
-
-    def _get(self) -> tuple[str, bytes]:
-        item: tuple[str, bytes] = self.queue.popleft()
-        self.bytes -= len(item[1])
-        return item
-
-
 # `mqtt.protocol` -> paho's protocol. The callbacks below read reason codes, which paho 2 gives for both.
 PROTOCOLS = {"5": MQTTProtocolVersion.MQTTv5, "3.1.1": MQTTProtocolVersion.MQTTv311}
-
-
-class OncePerInterval(logging.Filter):
-    """Let a message through at most once per `interval_s`: paho repeats some lines on every reconnect attempt
-    ("Client is not connected"), which the agent's own rate-limited failure line already says."""
-
-    def __init__(self, interval_s: float) -> None:
-        super().__init__()
-        self.interval_s = interval_s
-        self._last: dict[str, float] = {}
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        now = time.monotonic()
-        key = f"{record.levelno}:{record.msg}"
-        if now - self._last.get(key, -self.interval_s) < self.interval_s:
-            return False
-        if len(self._last) > 1000:  # messages with ever-new text must not grow this without end
-            self._last.clear()
-        self._last[key] = now
-        return True
-
-
-@dataclass(frozen=True)
-class Request:
-    """A control request as it arrived: MQTT 5's response topic and correlation data, when the sender set them."""
-
-    action: str
-    payload: bytes
-    response_topic: str | None = None
-    correlation: bytes | None = None
 
 
 def offline_reason(reason: str, online_since: float) -> bytes:

@@ -16,15 +16,16 @@ from edgevae.agent.config_file import read_password
 from edgevae.agent.detector import Detector
 from edgevae.agent.device_state import Acknowledgement, DeviceStates
 from edgevae.agent.health import HealthJob
+from edgevae.agent.inbox import Inbox
 from edgevae.agent.journal import AlertJournal
 from edgevae.agent.metrics import Metrics
-from edgevae.agent.mqtt import Inbox, MqttLink
+from edgevae.agent.mqtt import MqttLink
 from edgevae.agent.notify import Notifier
 from edgevae.agent.outbox import Outbox
 from edgevae.agent.presence import Presence
 from edgevae.agent.readings import DeviceTopics, DropReason, OrderGuard, ReadingParser
 from edgevae.agent.release import Device
-from edgevae.agent.service_stats import metrics_sample, stats_report
+from edgevae.agent.service_stats import link_state, metrics_sample, report_status, stats_report
 from edgevae.agent.state import StateStore
 from edgevae.agent.stats import DropLog, RateMeter, StatsReport
 from edgevae.agent.topics import Topics
@@ -198,8 +199,9 @@ class Service:
             self.updates.start()
         if self.health is not None:
             self.health.start()
-        self._start_metrics()
-        self._status_link = self._link_state()
+        if self.metrics is not None and not self.metrics.start(self.config.metrics):
+            self.metrics = None
+        self._status_link = link_state(self)
         self.notifier.ready(f"scoring {self.manifest.model_id} {self.manifest.model_version}")
         last_ping = next_stats = time.monotonic()
         try:
@@ -222,8 +224,8 @@ class Service:
                 if now >= next_stats:
                     self._publish_stats()
                     next_stats = now + self.config.stats.interval_s
-                elif self._link_state() != self._status_link:
-                    self._report_status()  # a connection that came or went shows at once, not at the next stats
+                elif link_state(self) != self._status_link:
+                    report_status(self)  # a connection that came or went shows at once, not at the next stats
         finally:
             logger.info("stopping")
             if reloading is not None and reloading.is_set():
@@ -332,31 +334,5 @@ class Service:
     def _publish_stats(self) -> StatsReport:
         report = self.report()
         self.link.publish(self.out.agent_topic("stats"), report.to_json(), kind="stats", qos=1, retain=True)
-        self._report_status(report)
+        report_status(self, report)
         return report
-
-    def _start_metrics(self) -> None:
-        if self.metrics is None:
-            return
-        cfg = self.config.metrics
-        try:
-            self.metrics.start(cfg.host, cfg.port)
-        except OSError as exc:
-            # Scoring matters more than its metrics: the agent goes on without them, and says so loudly.
-            logger.error("cannot serve metrics on %s port %d (%s); running without them", cfg.host, cfg.port, exc)
-            self.metrics = None
-
-    def _link_state(self) -> str:
-        if self.link.connected.is_set():
-            return f"connected to {self.config.mqtt.broker}"
-        return f"NOT CONNECTED to {self.config.mqtt.broker} ({self.link.last_error or 'connecting'})"
-
-    def _report_status(self, report: StatsReport | None = None) -> None:
-        """The systemd status line (`systemctl status`): the link first, then what the agent is doing."""
-        report = report or self.report()
-        self._status_link = self._link_state()
-        self.notifier.status(
-            f"{self._status_link}; {self.manifest.model_id} {self.manifest.model_version}: {report.devices} "
-            f"devices, {report.windows_scored} windows scored, {report.readings_per_s:.0f} readings/s, "
-            f"{report.alerts_open} alerts open"
-        )

@@ -100,3 +100,22 @@ def metrics_sample(service: Service) -> Sample:
         publish_failed=failed,
         requests=_requests(service),
     )
+
+
+def link_state(service: Service) -> str:
+    cfg = service.config.mqtt
+    if service.link.connected.is_set():
+        return f"connected to {cfg.broker}"
+    return f"NOT CONNECTED to {cfg.broker} ({service.link.last_error or 'connecting'})"
+
+
+def report_status(service: Service, report: StatsReport | None = None) -> None:
+    """The systemd status line (`systemctl status`): the link first, then what the agent is doing."""
+    report = report or service.report()
+    service._status_link = link_state(service)
+    manifest = service.manifest
+    service.notifier.status(
+        f"{service._status_link}; {manifest.model_id} {manifest.model_version}: {report.devices} "
+        f"devices, {report.windows_scored} windows scored, {report.readings_per_s:.0f} readings/s, "
+        f"{report.alerts_open} alerts open"
+    )

@@ -24,7 +24,8 @@ from agent_fixtures import (
 )
 
 from edgevae.agent.config import MqttConfig
-from edgevae.agent.mqtt import Inbox, MqttLink
+from edgevae.agent.inbox import Inbox
+from edgevae.agent.mqtt import MqttLink
 from edgevae.agent.readings import encode_payloads
 from edgevae.agent.topics import Topics
 
