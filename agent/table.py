@@ -7,7 +7,6 @@ column is time, which are channels and labels, and what a missing cell means.
 from __future__ import annotations
 
 import csv
-import io
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -16,8 +15,10 @@ from pathlib import Path
 import numpy as np
 
 from edgevae.agent.table_cells import fill_forward, gaps, numbers, timestamps
+from edgevae.agent.table_csv import TableError as TableError  # re-exported: readers catch it from here
+from edgevae.agent.table_csv import csv_paths, parse_csv
+from edgevae.agent.table_csv import error as _error
 from edgevae.agent.table_options import ReadOptions
-from edgevae.core.errors import DataError
 
 logger = logging.getLogger(__name__)
 
@@ -32,10 +33,6 @@ _TIMESTAMP_HINTS = {
     "iso": "a timestamp (ISO-8601 such as 2020-02-08 13:30:47, naive = UTC, or epoch seconds or milliseconds)",
 }
 _MISSING_REMEDY = "--missing drop leaves such rows out; --missing ffill repeats a channel's last reading"
-
-
-class TableError(DataError, ValueError):
-    """A sensor table cannot be read; the message names the file, the line and what was expected."""
 
 
 @dataclass(frozen=True)
@@ -79,7 +76,7 @@ class _Columns:
 
 def read_table(path: str | Path, options: ReadOptions = DEFAULT_READ) -> Table:
     path = Path(path)
-    header, header_line, rows, lines = _parse_csv(path)
+    header, header_line, rows, lines = parse_csv(path)
     cols = _columns(path, header, header_line, options)
     cells = np.array(rows, dtype=str)
     values = numbers(cells[:, cols.channels])
@@ -136,17 +133,7 @@ def read_table(path: str | Path, options: ReadOptions = DEFAULT_READ) -> Table:
 
 def read_tables(path: str | Path, options: ReadOptions = DEFAULT_READ) -> list[Table]:
     """One file, or every *.csv under a folder (recursively), in sorted path order."""
-    path = Path(path)
-    if path.is_dir():
-        files = sorted(p for p in path.rglob("*.csv") if p.is_file())
-        if not files:
-            msg = f"{path}: expected a .csv file or a folder containing .csv files, found no .csv files"
-            raise TableError(msg)
-        return [read_table(p, options) for p in files]
-    if not path.exists():
-        msg = f"{path}: no such file or folder; expected a .csv file or a folder of them"
-        raise FileNotFoundError(msg)
-    return [read_table(path, options)]
+    return [read_table(p, options) for p in csv_paths(path)]
 
 
 def write_table(table: Table, path: str | Path) -> None:
@@ -172,39 +159,6 @@ def infer_sample_period(timestamps: np.ndarray) -> float:
         msg = "cannot infer a sample period: expected at least two increasing timestamps"
         raise ValueError(msg)
     return float(np.median(steps))
-
-
-def _error(path: Path, line: int, expected: str, remedy: str | None = None) -> TableError:
-    return TableError(f"{path}: line {line}: {expected}", remedy=remedy)
-
-
-def _parse_csv(path: Path) -> tuple[list[str], int, list[list[str]], list[int]]:
-    """The header, its line, the data rows and the line of each; blank lines are skipped."""
-    # utf-8-sig drops the byte-order mark that spreadsheet exports put before the first header name.
-    text = path.read_text(encoding="utf-8-sig")
-    first_line = next((line for line in text.splitlines() if line.strip()), "")
-    delimiter = ";" if first_line.count(";") > first_line.count(",") else ","
-    reader = csv.reader(io.StringIO(text), delimiter=delimiter)
-    header: list[str] = []
-    header_line = 0
-    rows: list[list[str]] = []
-    lines: list[int] = []
-    for row in reader:
-        if not any(cell.strip() for cell in row):
-            continue
-        if not header:
-            header, header_line = [cell.strip() for cell in row], reader.line_num
-        elif len(row) != len(header):
-            raise _error(path, reader.line_num, f"expected {len(header)} fields as in the header, got {len(row)}")
-        else:
-            rows.append(row)
-            lines.append(reader.line_num)
-    if not header:
-        msg = f"{path}: empty file; expected a header line and data rows"
-        raise TableError(msg)
-    if not rows:
-        raise _error(path, header_line, "expected data rows after the header, found none")
-    return header, header_line, rows, lines
 
 
 def _columns(path: Path, header: list[str], line: int, options: ReadOptions) -> _Columns:

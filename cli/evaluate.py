@@ -1,4 +1,5 @@
-"""The flags of `edgevae evaluate` and the command itself; the protocols are in `edgevae.evaluation.evaluate`.
+"""The flags of `edgevae evaluate` and the command itself; the protocols are in `edgevae.evaluation.evaluate`
+(SKAB) and `edgevae.evaluation.labelled` (the user's own labelled files, with --label-column).
 
 Models are trained and exported with `edgevae train` and `edgevae export`'s defaults, so the figures are what
 a user gets; `--train-flags` and `--export-flags` pass extra flags to those commands to evaluate a variant.
@@ -13,6 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from edgevae.agent.table_options import add_read_arguments, read_options_from_args
 from edgevae.core.errors import ConfigError
 from edgevae.evaluation.augmentation import AUGMENT_KINDS, Augmentation
 from edgevae.evaluation.evaluate import PRECISIONS, PROTOCOLS, EvalConfig, evaluate
@@ -21,10 +23,23 @@ from edgevae.evaluation.evaluate import PRECISIONS, PROTOCOLS, EvalConfig, evalu
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     d = EvalConfig(data=Path(), out=Path())
     parser.add_argument(
-        "--data", type=Path, required=True, help="SKAB's data/ folder (valve1, valve2, other, anomaly-free)"
+        "--data",
+        type=Path,
+        required=True,
+        help="SKAB's data/ folder (valve1, valve2, other, anomaly-free); with --label-column, your own labelled CSV "
+        "file or folder of them",
     )
     parser.add_argument("--out", type=Path, required=True, help="report folder: report.md, results.json, plots")
-    parser.add_argument("--protocol", nargs="+", choices=PROTOCOLS, default=list(PROTOCOLS), help="protocols to run")
+    parser.add_argument(
+        "--protocol", nargs="+", choices=PROTOCOLS, help=f"SKAB's protocols to run (default: {' '.join(PROTOCOLS)})"
+    )
+    parser.add_argument(
+        "--train",
+        type=Path,
+        metavar="NORMAL",
+        help="with --label-column: a CSV file or folder of normal data; one model trained on it scores every "
+        "labelled file whole (default: a model per file, fit on its rows before the first labelled anomaly)",
+    )
     parser.add_argument(
         "--precision", nargs="+", choices=PRECISIONS, default=list(PRECISIONS), help="bundle precisions"
     )
@@ -67,7 +82,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--fit-fraction",
         type=float,
         default=1.0,
-        help="deployment protocol: fit the model on this leading share of anomaly-free.csv (default 1.0: all of it)",
+        help="fit the model on this leading share of anomaly-free.csv (deployment protocol), of each file's rows "
+        "before its first anomaly, or of --train's data (default 1.0: all of it)",
     )
     parser.add_argument(
         "--sweep",
@@ -75,6 +91,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="instead: score every model variant of edgevae.evaluation.sweep on the leaderboard protocol (FP32) "
         "and write model-selection.md",
     )
+    add_read_arguments(parser)
 
 
 def config_from_args(args: argparse.Namespace) -> EvalConfig:
@@ -85,13 +102,20 @@ def config_from_args(args: argparse.Namespace) -> EvalConfig:
     if args.augment is None and (args.generator_flags or args.augment_ratio != 1.0):
         msg = "--augment-ratio and --generator-flags need --augment gan|diffusion"
         raise ConfigError(msg)
+    read = read_options_from_args(args)
+    if read.label_column is None and args.train is not None:
+        msg = "--train needs --label-column COL: it evaluates your own labelled files"
+        raise ConfigError(msg)
+    if read.label_column is not None and (args.protocol or args.sweep):
+        msg = "--protocol and --sweep are SKAB's; with --label-column the protocol is a model per file, or --train's"
+        raise ConfigError(msg)
     augmentation = None
     if args.augment is not None:
         augmentation = Augmentation(args.augment, args.augment_ratio, tuple(shlex.split(args.generator_flags)))
     return EvalConfig(
         data=args.data,
         out=args.out,
-        protocols=tuple(args.protocol),
+        protocols=tuple(args.protocol or PROTOCOLS),
         precisions=tuple(args.precision),
         max_files=args.max_files,
         seed=args.seed,
@@ -100,11 +124,20 @@ def config_from_args(args: argparse.Namespace) -> EvalConfig:
         plots=not args.no_plots,
         augment=augmentation,
         fit_fraction=args.fit_fraction,
+        read=read,
+        train=args.train,
     )
 
 
 # The commands an evaluation runs dozens of times: their per-run INFO lines would bury the report.
-QUIET_DURING_EVALUATION = ("edgevae.training", "edgevae.export", "edgevae.evaluation.commands", "onnxruntime")
+# The reader's per-file counts of missing cells are in the report instead.
+QUIET_DURING_EVALUATION = (
+    "edgevae.training",
+    "edgevae.export",
+    "edgevae.evaluation.commands",
+    "edgevae.agent.table",
+    "onnxruntime",
+)
 
 
 @contextmanager

@@ -114,7 +114,7 @@ def _add_score(sub: argparse._SubParsersAction[argparse.ArgumentParser], command
 
 
 def _add_evaluate(sub: argparse._SubParsersAction[argparse.ArgumentParser], command: str | None) -> None:
-    parser = sub.add_parser("evaluate", help="measure detection quality on SKAB through exported bundles")
+    parser = sub.add_parser("evaluate", help="measure detection quality on SKAB, or on your own labelled CSVs")
     if command == "evaluate":
         from edgevae.cli.evaluate import add_arguments
 

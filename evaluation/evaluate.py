@@ -5,6 +5,9 @@ Two protocols, both scored point-wise from the agent's debounced decisions (`edg
 - leaderboard: SKAB's own. For each labelled file, fit on its first 400 rows, test on the rest.
 - deployment: one model trained on `anomaly-free/anomaly-free.csv`, one threshold, every labelled file
   scored whole. This is how the product is used: a plant's normal data in, one bundle out.
+
+With a label column, the same two protocols run on the user's own labelled files instead
+(`edgevae.evaluation.labelled`).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +28,7 @@ import numpy as np
 from edgevae.agent.bundle import Precision, load_bundle
 from edgevae.agent.offline import score_table
 from edgevae.agent.table import Table, read_table, write_table
+from edgevae.agent.table_options import ReadOptions
 from edgevae.core import metrics
 from edgevae.core.errors import ConfigError, DataError
 from edgevae.evaluation.augmentation import Augmentation, train_augmented
@@ -60,8 +64,12 @@ class EvalConfig:
     plots: bool = True
     # Synthetic windows from a generator trained on each model's own fit rows (edgevae.evaluation.augmentation).
     augment: Augmentation | None = None
-    # deployment: the model fits this leading share of anomaly-free.csv (a plant with little normal data yet).
+    # deployment: the model fits this leading share of anomaly-free.csv (a plant with little normal data yet);
+    # on labelled data, of each file's normal lead or of `train`.
     fit_fraction: float = 1.0
+    # How the CSVs are read. With a label column, `data` is the user's labelled file or folder, not SKAB's.
+    read: ReadOptions = field(default_factory=ReadOptions)
+    train: Path | None = None  # labelled data: normal data for one model, instead of each file's lead
 
 
 @dataclass
@@ -83,7 +91,7 @@ def labelled_files(root: Path) -> list[Path]:
     files = [p for folder in LABELLED_FOLDERS for p in sorted((root / folder).glob("*.csv"), key=_numeric_stem)]
     if not files:
         msg = f"{root}: no SKAB files under {', '.join(LABELLED_FOLDERS)}"
-        raise DataError(msg, remedy="pass SKAB's data/ folder to --data")
+        raise DataError(msg, remedy="pass SKAB's data/ folder to --data, or --label-column COL for your own CSVs")
     return files
 
 
@@ -91,7 +99,7 @@ def _numeric_stem(path: Path) -> tuple[int, str]:
     return (int(path.stem), path.stem) if path.stem.isdigit() else (1 << 30, path.stem)
 
 
-def _train(cfg: EvalConfig, data: Path, rows: int, out: Path) -> Path:
+def train_model(cfg: EvalConfig, data: Path, rows: int, out: Path) -> Path:
     """`edgevae train --data DATA --out OUT` with the evaluation's seed and thread count (and synthetic windows
     when the evaluation augments)."""
     system = ["--seed", str(cfg.seed), "--threads", str(cfg.threads), "--device", "cpu", "--no-progress"]
@@ -100,7 +108,7 @@ def _train(cfg: EvalConfig, data: Path, rows: int, out: Path) -> Path:
     return run_train(["--data", str(data), "--out", str(out), *system, *cfg.train_flags])
 
 
-def _export(cfg: EvalConfig, run: Path, out: Path, precision: str) -> Path:
+def export_bundle(cfg: EvalConfig, run: Path, out: Path, precision: str) -> Path:
     """`edgevae export --run RUN --out OUT --precision P`."""
     argv = ["--run", str(run), "--out", str(out), "--precision", precision, "--model-version", "eval"]
     return run_export([*argv, *cfg.export_flags]).bundle
@@ -125,7 +133,7 @@ def _describe(bundle: Path) -> dict[str, Any]:
     }
 
 
-def _score(bundle: Path, table: Table, first_test_row: int, name: str) -> FileResult:
+def score_file(bundle: Path, table: Table, first_test_row: int, name: str) -> FileResult:
     rows = score_table(bundle, table)[first_test_row:]
     threshold = rows[0].threshold
     ratio = np.array([np.nan if r.score is None else r.score / threshold for r in rows])
@@ -135,7 +143,7 @@ def _score(bundle: Path, table: Table, first_test_row: int, name: str) -> FileRe
     return FileResult(name, labels.astype(np.int8), predictions, ratio, timestamps, threshold, _describe(bundle))
 
 
-def _progress(items: list[Path], desc: str) -> Any:
+def progress(items: list[Any], desc: str) -> Any:
     """A progress bar over the files on a terminal (the per-file figures are at debug level)."""
     import sys
 
@@ -146,24 +154,24 @@ def _progress(items: list[Path], desc: str) -> Any:
 
 def run_leaderboard(cfg: EvalConfig, files: list[Path], work: Path) -> dict[str, list[FileResult]]:
     results: dict[str, list[FileResult]] = {p: [] for p in cfg.precisions}
-    for path in _progress(files, "leaderboard"):
-        table = read_table(path)
+    for path in progress(files, "leaderboard"):
+        table = read_table(path, cfg.read)
         name = f"{path.parent.name}/{path.stem}"
         fit = Table(f"{path}[:{FIT_ROWS}]", table.timestamps[:FIT_ROWS], table.values[:FIT_ROWS], table.channels, None)
         fit_csv = work / "fit" / f"{path.parent.name}-{path.stem}.csv"
         fit_csv.parent.mkdir(parents=True, exist_ok=True)
         write_table(fit, fit_csv)
-        run = _train(cfg, fit_csv, FIT_ROWS, work / "runs" / fit_csv.stem)
+        run = train_model(cfg, fit_csv, FIT_ROWS, work / "runs" / fit_csv.stem)
         for precision in cfg.precisions:
-            bundle = _export(cfg, run, work / "bundles" / f"{fit_csv.stem}-{precision}", precision)
-            results[precision].append(_score(bundle, table, FIT_ROWS, name))
+            bundle = export_bundle(cfg, run, work / "bundles" / f"{fit_csv.stem}-{precision}", precision)
+            results[precision].append(score_file(bundle, table, FIT_ROWS, name))
         logger.debug("leaderboard %s: %s", name, {p: _brief(r[-1]) for p, r in results.items()})
     return results
 
 
 def run_deployment(cfg: EvalConfig, files: list[Path], work: Path) -> dict[str, list[FileResult]]:
     data = cfg.data / ANOMALY_FREE
-    table = read_table(data)
+    table = read_table(data, cfg.read)
     rows = len(table.timestamps)
     if cfg.fit_fraction < 1.0:
         rows = int(rows * cfg.fit_fraction)
@@ -171,12 +179,13 @@ def run_deployment(cfg: EvalConfig, files: list[Path], work: Path) -> dict[str, 
         data.parent.mkdir(parents=True, exist_ok=True)
         part = Table(f"{table.path}[:{rows}]", table.timestamps[:rows], table.values[:rows], table.channels, None)
         write_table(part, data)
-    run = _train(cfg, data, rows, work / "runs" / "anomaly-free")
+    run = train_model(cfg, data, rows, work / "runs" / "anomaly-free")
     results: dict[str, list[FileResult]] = {p: [] for p in cfg.precisions}
     for precision in cfg.precisions:
-        bundle = _export(cfg, run, work / "bundles" / f"anomaly-free-{precision}", precision)
-        for path in _progress(files, f"deployment {precision}"):
-            results[precision].append(_score(bundle, read_table(path), 0, f"{path.parent.name}/{path.stem}"))
+        bundle = export_bundle(cfg, run, work / "bundles" / f"anomaly-free-{precision}", precision)
+        for path in progress(files, f"deployment {precision}"):
+            table = read_table(path, cfg.read)
+            results[precision].append(score_file(bundle, table, 0, f"{path.parent.name}/{path.stem}"))
         logger.debug("deployment %s: %s", precision, summarize(results[precision]))
     return results
 
@@ -213,6 +222,11 @@ def summarize(results: list[FileResult]) -> dict[str, float]:
 
 def evaluate(cfg: EvalConfig, work: Path | None = None) -> dict[str, Any]:
     """Run the configured protocols; returns the results document that `edgevae.evaluation.report` writes out."""
+    if cfg.read.label_column is not None:
+        from edgevae.evaluation.labelled import evaluate_labelled
+
+        with _workdir(work) as tmp:
+            return evaluate_labelled(cfg, tmp)
     files = labelled_files(cfg.data)[: cfg.max_files]
     started = time.perf_counter()
     runs = {"leaderboard": run_leaderboard, "deployment": run_deployment}

@@ -8,9 +8,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from edgevae.core import metrics
+from edgevae.evaluation.report_labelled import labelled_notes, per_file_table
+from edgevae.evaluation.report_plots import write_plots
 
 # The SKAB leaderboard (github.com/waico/SKAB README, v0.9): F1, FAR %, MAR %, point-wise, no adjustment.
 PUBLISHED: list[tuple[str, float, float, float]] = [
@@ -22,7 +22,6 @@ PUBLISHED: list[tuple[str, float, float, float]] = [
     ("Vanilla AE", 0.39, 2.59, 75.15),
     ("Isolation forest", 0.29, 2.56, 82.89),
 ]
-PLOTTED_FILES = 4
 
 
 def write_report(document: dict[str, Any], out: Path, plots: bool = True) -> dict[str, Path]:
@@ -45,18 +44,18 @@ def write_report(document: dict[str, Any], out: Path, plots: bool = True) -> dic
     }
     paths = {"json": out / "results.json", "markdown": out / "report.md"}
     paths["json"].write_text(json.dumps(results, indent=2, default=_nan_to_none) + "\n")
-    images = _plots(per_file, out) if plots else []
+    images = write_plots(per_file, out) if plots else []
     paths["markdown"].write_text(markdown(results, images))
     return paths
 
 
 def _by_group(file_results: list[Any]) -> dict[str, dict[str, float]]:
-    """The summary per SKAB folder (valve1, valve2, other): the plant ran at different operating points."""
+    """The summary per folder (SKAB's valve1, valve2 and other ran the plant at different operating points)."""
     from edgevae.evaluation.evaluate import summarize
 
     groups: dict[str, list[Any]] = {}
     for r in file_results:
-        groups.setdefault(r.name.split("/")[0], []).append(r)
+        groups.setdefault(r.name.rsplit("/", 1)[0] if "/" in r.name else ".", []).append(r)
     return {name: summarize(members) for name, members in groups.items()}
 
 
@@ -97,40 +96,47 @@ def _models(results: dict[str, Any]) -> list[str]:
     return lines
 
 
+_METHOD = [
+    "Point-wise, no point adjustment; TP/FP/FN/TN summed over files, then F1 = TP / (TP + (FN + FP) / 2),",
+    "FAR = 100·FP / (FP + TN), MAR = 100·FN / (FN + TP). Scores come from the exported bundle through the",
+    "agent's runtime code (`edgevae.agent.offline.score_table`); decisions include the agent's debounce. AUROC and",
+    'AUPRC rank every test row by its score over the threshold. "Flag everything" marks every test row',
+    "anomalous.",
+]
+_SKAB_CAVEAT = [
+    "Chosen on these test labels: the defaults that decide (the scaled-quantile margin 1.85, debounce clear",
+    "30, stride 1 and the model-selection winners of model-selection.md) were picked on the leaderboard",
+    "protocol's own results, as the published baselines' decision rules were. Read the leaderboard figures as",
+    "this detector's best operating point on SKAB, not as an out-of-sample estimate.",
+]
+_TITLES = {
+    "leaderboard": "SKAB leaderboard protocol (fit on each file's first 400 rows, test on the rest)",
+    "deployment": "Deployment protocol (one model and threshold from anomaly-free.csv, every file whole)",
+    "lead": "A model per file (fit on its rows before the first labelled anomaly, test on the rest)",
+    "normal-data": "One model from the normal data (one threshold, every file scored whole)",
+}
+
+
 def markdown(results: dict[str, Any], images: list[Path]) -> str:
     cfg = results["config"]
+    labelled = "dataset" in results
     lines = [
-        "# SKAB detection quality",
+        f"# Detection quality on {cfg['data']}" if labelled else "# SKAB detection quality",
         "",
-        "Point-wise, no point adjustment; TP/FP/FN/TN summed over files, then F1 = TP / (TP + (FN + FP) / 2),",
-        "FAR = 100·FP / (FP + TN), MAR = 100·FN / (FN + TP). Scores come from the exported bundle through the",
-        "agent's runtime code (`edgevae.agent.offline.score_table`); decisions include the agent's debounce. AUROC and",
-        'AUPRC rank every test row by its score over the threshold. "Flag everything" marks every test row',
-        "anomalous.",
+        *_METHOD,
         "",
         "Every model is trained by `edgevae train` and exported by `edgevae export` with their default flags"
-        + (
-            f", plus `{' '.join(cfg['train_flags'])}` for train and `{' '.join(cfg['export_flags'])}` for export"
-            if cfg["train_flags"] or cfg["export_flags"]
-            else ""
-        )
+        + _extra_flags(cfg)
         + f"; seed {cfg['seed']}. {len(results['files'])} files, {results['seconds']} s.",
         *_variant(cfg),
         "",
         *_models(results),
         "",
-        "Chosen on these test labels: the defaults that decide (the scaled-quantile margin 1.85, debounce clear",
-        "30, stride 1 and the model-selection winners of model-selection.md) were picked on the leaderboard",
-        "protocol's own results, as the published baselines' decision rules were. Read the leaderboard figures as",
-        "this detector's best operating point on SKAB, not as an out-of-sample estimate.",
+        *(labelled_notes(results) if labelled else _SKAB_CAVEAT),
         "",
     ]
-    titles = {
-        "leaderboard": "SKAB leaderboard protocol (fit on each file's first 400 rows, test on the rest)",
-        "deployment": "Deployment protocol (one model and threshold from anomaly-free.csv, every file whole)",
-    }
     for protocol, by_precision in results["results"].items():
-        lines += [f"## {titles.get(protocol, protocol)}", ""]
+        lines += [f"## {_TITLES.get(protocol, protocol)}", ""]
         lines += [
             "| detector | F1 | FAR % | MAR % | precision | recall | AUROC | AUPRC |",
             "|---|---|---|---|---|---|---|---|",
@@ -141,9 +147,11 @@ def markdown(results: dict[str, Any], images: list[Path]) -> str:
                 f"{_fmt(s['precision'])} | {_fmt(s['recall'])} | {_fmt(s['auroc'], 3)} | {_fmt(s['auprc'], 3)} |"
             )
         s = next(iter(by_precision.values()))
+        # Flagging every row, precision is the share of anomalous rows.
+        share = (s["tp"] + s["fn"]) / s["rows"] if s["rows"] else math.nan
         lines.append(
             f"| flag everything | {_fmt(s['trivial_f1'])} | {_fmt(s['trivial_far'])} | {_fmt(s['trivial_mar'])} "
-            "| | 1.00 | 0.500 | |"
+            f"| {_fmt(share)} | 1.00 | 0.500 | |"
         )
         if protocol == "leaderboard":
             lines += [
@@ -151,7 +159,8 @@ def markdown(results: dict[str, Any], images: list[Path]) -> str:
             ]
         lines += ["", f"{s['files']} files, {s['rows']} test rows.", ""]
         groups = results.get("groups", {}).get(protocol, {})
-        if groups:
+        shown = groups and (not labelled or len(next(iter(groups.values()))) > 1)
+        if shown:
             precision = "int8" if "int8" in groups else next(iter(groups))
             lines += [
                 f"By folder ({precision.upper()}):",
@@ -165,79 +174,21 @@ def markdown(results: dict[str, Any], images: list[Path]) -> str:
                     f"{_fmt(g['auroc'], 3)} |"
                 )
             lines.append("")
+        if labelled:
+            lines += per_file_table(results, protocol)
     if images:
         lines += ["## Plots", ""] + [f"![{p.stem}]({p.name})" for p in images] + [""]
     return "\n".join(lines)
 
 
-def _plots(per_file: dict[str, dict[str, list[Any]]], out: Path) -> list[Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    images: list[Path] = []
-    for protocol, by_precision in per_file.items():
-        fig, ax = plt.subplots(figsize=(5, 4))
-        for precision, results in by_precision.items():
-            labels = np.concatenate([r.labels for r in results])
-            ratio = np.concatenate([r.ratio for r in results])
-            ratio = np.where(np.isnan(ratio), np.nanmin(ratio), ratio)
-            curve = metrics.precision_recall_curve(labels, ratio)
-            ax.plot(
-                curve.recall, curve.precision, label=f"{precision.upper()} (AUPRC {metrics.auprc(labels, ratio):.3f})"
-            )
-        ax.set(xlabel="recall", ylabel="precision", title=f"{protocol}: precision-recall", ylim=(0, 1.02))
-        ax.legend()
-        images.append(_save(fig, out / f"pr-{protocol}.png"))
-        results = by_precision.get("int8") or next(iter(by_precision.values()))
-        fig, axes = plt.subplots(PLOTTED_FILES, 1, figsize=(9, 2.2 * PLOTTED_FILES), sharex=False)
-        for ax, r in zip(np.atleast_1d(axes), _spread(results, PLOTTED_FILES), strict=False):
-            t = (r.timestamps - r.timestamps[0]) / 60.0
-            ax.fill_between(
-                t,
-                0,
-                1,
-                where=r.labels > 0,
-                transform=ax.get_xaxis_transform(),
-                color="tab:red",
-                alpha=0.15,
-                label="labelled anomaly",
-            )
-            ax.plot(t, r.ratio, lw=0.8, label="score / threshold")
-            ax.axhline(1.0, color="k", ls="--", lw=0.8, label="threshold")
-            ax.fill_between(
-                t,
-                0,
-                0.08,
-                where=r.predictions > 0,
-                transform=ax.get_xaxis_transform(),
-                color="tab:orange",
-                alpha=0.8,
-                label="alert",
-            )
-            ax.set_yscale("log")
-            ax.set_title(r.name, fontsize=9)
-        np.atleast_1d(axes)[0].legend(fontsize=7, loc="upper left")
-        np.atleast_1d(axes)[-1].set_xlabel("minutes into the test rows")
-        fig.suptitle(f"{protocol}: scores over time (INT8)", fontsize=10)
-        images.append(_save(fig, out / f"scores-{protocol}.png"))
-    return images
-
-
-def _spread(items: list[Any], count: int) -> list[Any]:
-    if len(items) <= count:
-        return items
-    return [items[i] for i in np.linspace(0, len(items) - 1, count).round().astype(int)]
-
-
-def _save(fig: Any, path: Path) -> Path:
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
-    return path
+def _extra_flags(cfg: dict[str, Any]) -> str:
+    """ ", plus `FLAGS` for train and `FLAGS` for export", naming only the commands that had extra flags."""
+    extra = [
+        f"`{' '.join(cfg[key])}` for {command}"
+        for key, command in (("train_flags", "train"), ("export_flags", "export"))
+        if cfg[key]
+    ]
+    return f", plus {' and '.join(extra)}" if extra else ""
 
 
 def _variant(cfg: dict[str, Any]) -> list[str]:
