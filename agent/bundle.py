@@ -20,6 +20,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
+from edgevae.agent.distribution import DriftReference
 from edgevae.agent.generator import GeneratorSpec
 from edgevae.core.decision import Debounce, Threshold
 from edgevae.core.errors import BundleError
@@ -79,6 +80,9 @@ class Manifest:
     golden: dict[str, Any] = field(default_factory=dict)
     # A generator of normal windows for the detection self-test (edgevae.agent.generator); {} when none ships.
     generator: dict[str, Any] = field(default_factory=dict)
+    # The training channel ranges and calibration score quantiles that drift is measured against
+    # (edgevae.agent.distribution); {} in bundles from before it, which are then not checked for drift.
+    distribution: dict[str, Any] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -119,6 +123,8 @@ class Manifest:
                 export=dict(data.get("export", {})),
                 golden=dict(data.get("golden", {})),
                 generator=dict(data.get("generator", {})),
+                # As it is: validate names the key when it is not an object (dict() would accept pairs).
+                distribution=data.get("distribution", {}),
             )
         except KeyError as exc:
             msg = f"manifest is missing the key {exc.args[0]!r}"
@@ -161,6 +167,11 @@ class Manifest:
                 problems.append(f"generator file {self.generator.get('file')!r} is not listed in files")
             try:
                 GeneratorSpec.from_entry(self.generator)
+            except BundleError as exc:
+                problems.append(str(exc))
+        if not isinstance(self.distribution, dict) or self.distribution:
+            try:
+                DriftReference.from_entry(self.distribution, self.channels)
             except BundleError as exc:
                 problems.append(str(exc))
         if problems:

@@ -16,6 +16,7 @@ from edgevae.agent.backends import create_backend
 from edgevae.agent.bundle import Bundle, load_bundle
 from edgevae.agent.config import DetectionConfig
 from edgevae.agent.detector import Detector, StepResult, WindowResult
+from edgevae.agent.drift import drift_warnings
 from edgevae.agent.readings import OrderGuard
 from edgevae.agent.table import DEFAULT_READ, Table, TableError, read_table
 from edgevae.agent.table_options import ReadOptions
@@ -51,6 +52,8 @@ class ScoreSummary:
     # Input rows the reader left out or forward-filled for a missing cell (--missing drop / ffill).
     missing_dropped: int = 0
     missing_filled: int = 0
+    # What in the input differs from the model's training data (edgevae.agent.drift.drift_warnings).
+    drift: tuple[str, ...] = ()
 
     def __str__(self) -> str:
         dropped = f", dropped {self.dropped}" if self.dropped else ""
@@ -58,9 +61,10 @@ class ScoreSummary:
         missing += [f"{self.missing_filled} forward-filled"] if self.missing_filled else []
         read = f" ({' and '.join(missing)} for missing cells)" if missing else ""
         wrote = f"; wrote {self.out}" if self.out else ""
+        warnings = "".join(f"\nwarning: {line}" for line in self.drift)
         return (
             f"{self.model}: {self.rows} rows{read}, {self.windows} windows, {self.alerts} alerts, "
-            f"{self.anomalous_rows} rows in an alert{dropped}{wrote}"
+            f"{self.anomalous_rows} rows in an alert{dropped}{wrote}{warnings}"
         )
 
 
@@ -178,6 +182,9 @@ def _score_csv(
     rows = score_table(bundle, table, backend_key, dropped=dropped)
     write_scores(rows, bundle.manifest.channels, out_csv, table)
     flags = np.array([r.is_anomaly for r in rows], dtype=bool)
+    manifest = bundle.manifest
+    scores = [r.score for r in rows if r.window_end and r.score is not None]
+    drift = drift_warnings(manifest, table.values[:, channel_columns(table, manifest.channels)], scores)
     return ScoreSummary(
         rows=len(rows),
         windows=sum(r.window_end for r in rows),
@@ -188,4 +195,5 @@ def _score_csv(
         out=str(out_csv),
         missing_dropped=table.rows_dropped,
         missing_filled=table.rows_filled,
+        drift=tuple(drift),
     )

@@ -15,6 +15,7 @@ from edgevae.agent.config import Config
 from edgevae.agent.config_file import read_password
 from edgevae.agent.detector import Detector
 from edgevae.agent.device_state import Acknowledgement, DeviceStates
+from edgevae.agent.drift_watch import DriftWatch
 from edgevae.agent.health import HealthJob
 from edgevae.agent.inbox import Inbox
 from edgevae.agent.journal import AlertJournal
@@ -79,6 +80,7 @@ class Service:
         self.presence = Presence(
             config, self.link, self.store, self.states, self._acknowledge, self._stats_now, self._selftest_now
         )
+        self.drift = DriftWatch(manifest, self._publish_drift)
         self.metrics: Metrics | None = Metrics(lambda: metrics_sample(self)) if config.metrics.port else None
         self.updates: UpdateRunner | None = None
         if self.models is not None:
@@ -149,6 +151,9 @@ class Service:
     def _publish_health(self, payload: bytes) -> None:
         self.link.publish(self.out.agent_topic("health"), payload, kind="health", qos=1, retain=True)
 
+    def _publish_drift(self, payload: bytes) -> None:
+        self.link.publish(self.out.agent_topic("drift"), payload, kind="drift", qos=1, retain=True)
+
     def _publish_update(self, payload: bytes) -> None:
         self.link.publish(self.out.agent_topic("update"), payload, kind="update", qos=1, retain=True)
 
@@ -181,6 +186,7 @@ class Service:
         self.parser = self._parser(manifest)
         self.journal.manifest = manifest
         self.states.threshold = manifest.threshold.value
+        self.drift.swap(manifest)
         self.presence.rediscover()
         old_backend.close()
         old_bundle.close()
@@ -259,6 +265,7 @@ class Service:
         for device in evicted:
             self.guard.forget(device)
             self.presence.forget(device)
+            self.drift.forget(device)
         if evicted:
             self.evicted += len(evicted)
             logger.info("forgot %d devices silent for %.0f s (%s)", len(evicted), idle_s, ", ".join(evicted[:5]))
@@ -299,6 +306,7 @@ class Service:
         parsed = self.parser.parse(payload)
         for reason, detail in parsed.drops:
             self.drops.drop(reason, device, detail)
+        accepted = []
         for reading in parsed.readings:
             refused = self.guard.check(device, reading.ts)
             if refused is not None:
@@ -306,6 +314,8 @@ class Service:
                 continue
             self.readings += 1
             self.detector.push(device, reading.ts, reading.values)
+            accepted.append(reading.values)
+        self.drift.observe_readings(device, accepted)
 
     def _score(self) -> bool:
         if self.detector.pending == 0:
@@ -319,6 +329,7 @@ class Service:
                 self.updates.updates.scoring_failed.set()  # within probation, a reason to roll back
                 self.updates.updates.wake.set()
             return False
+        self.drift.observe_windows(result.windows)
         for alert in self.journal.record(result, self.detector):
             if alert.type == "alert":
                 self.alerts += 1
@@ -332,6 +343,7 @@ class Service:
         return stats_report(self)
 
     def _publish_stats(self) -> StatsReport:
+        self.drift.tick()
         report = self.report()
         self.link.publish(self.out.agent_topic("stats"), report.to_json(), kind="stats", qos=1, retain=True)
         report_status(self, report)

@@ -59,6 +59,7 @@ def stats_report(service: Service) -> StatsReport:
             "rejected": outbox.rejected,
         },  # fmt: skip
         requests=_requests(service),
+        drift=service.drift.summary(),
     )
 
 
@@ -99,6 +100,7 @@ def metrics_sample(service: Service) -> Sample:
         published=dict(link.published),
         publish_failed=failed,
         requests=_requests(service),
+        drift=dict(service.drift.psi),
     )
 
 

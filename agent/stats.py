@@ -71,6 +71,7 @@ class StatsReport:
     # start), dropped (oldest deleted unsent when full), rejected (refused by the broker)
     outbox: dict[str, int] = field(default_factory=dict)
     requests: dict[str, int] = field(default_factory=dict)  # control requests: ok, refused, queue_full
+    drift: dict[str, int] = field(default_factory=dict)  # devices per drift verdict; empty: no distribution
     schema: int = SCHEMA
 
     def to_dict(self) -> dict[str, Any]:

@@ -9,7 +9,9 @@ from typing import Any
 
 import numpy as np
 
-from edgevae.core.errors import ExportError
+from edgevae.agent.distribution import FROM_ROWS, FROM_WINDOWS, ranges_from_entry
+from edgevae.core.drift import ChannelRanges
+from edgevae.core.errors import BundleError, ExportError
 from edgevae.export.graph import ScoringGraph
 from edgevae.training import checkpoint
 
@@ -26,6 +28,20 @@ class Run:
     def calibration_windows(self, score_rows: int) -> np.ndarray:
         """The hold-out windows whose `score_rows` scored rows were all unseen in training."""
         return self.holdout[self.holdout_unseen_rows >= score_rows]
+
+    def channel_ranges(self) -> tuple[ChannelRanges, str]:
+        """The training rows' channel ranges from meta.json, and where they come from.
+
+        A run trained before meta.json kept them gets them from its sample of training windows: the same
+        data, fewer rows, so the extremes are a little inside the true ones.
+        """
+        channels = tuple(self.meta["channels"])
+        if "channel_ranges" not in self.meta:
+            return ChannelRanges.fit(self.train_sample.reshape(-1, len(channels)), channels), FROM_WINDOWS
+        try:
+            return ranges_from_entry(self.meta["channel_ranges"], channels, "meta.json channel_ranges"), FROM_ROWS
+        except BundleError as exc:
+            raise ExportError(f"{self.root}: {exc}") from exc
 
 
 def load_run(run_dir: Path) -> Run:

@@ -20,6 +20,7 @@ import onnxruntime
 import torch
 
 from edgevae.agent.bundle import Manifest, describe_files, load_bundle, pack, write_manifest
+from edgevae.agent.distribution import DriftReference
 from edgevae.agent.golden import GOLDEN_FILE, GOLDEN_WINDOWS, write_golden
 from edgevae.core.decision import Debounce, Threshold
 from edgevae.core.errors import CalibrationError, ExportError
@@ -181,6 +182,7 @@ class _Written:
     threshold: Threshold
     info: dict[str, Any]  # the manifest's `export` section
     scores: np.ndarray  # the shipped model's scores of the run's hold-out windows
+    calibration_scores: np.ndarray  # its scores of the windows the threshold was calibrated on
 
 
 def _write_model(
@@ -221,7 +223,7 @@ def _write_model(
         "fp32_threshold": fp32_threshold.value,
         "threshold_choice": {"method": rule.method, "reason": rule.reason},
     }
-    return _Written(threshold, info, shipped_scores)
+    return _Written(threshold, info, shipped_scores, calibration_scores)
 
 
 def _calibrate(model: Path, run: Run, rule: _Rule) -> tuple[Threshold, np.ndarray]:
@@ -243,6 +245,7 @@ def _manifest(
 ) -> Manifest:
     graph = run.graph
     model_id, model_version = name
+    ranges, source = run.channel_ranges()
     return Manifest(
         model_id=model_id,
         model_version=model_version,
@@ -262,6 +265,7 @@ def _manifest(
         training=_training_section(run),
         export=written.info,
         golden=golden,
+        distribution=DriftReference.build(ranges, written.calibration_scores, source).to_entry(),
     )
 
 

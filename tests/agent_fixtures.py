@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
@@ -9,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -81,8 +83,10 @@ def make_bundle(
     clear: int = CLEAR,
     model_version: str = "1.0.0",
     channels: tuple[str, ...] = CHANNELS,
+    distribution: bool = False,
 ) -> Path:
-    """The tiny model as a bundle; `channels` renames the model's inputs (the graph is the same)."""
+    """The tiny model as a bundle; `channels` renames the model's inputs (the graph is the same);
+    `distribution` adds the training distribution of `stream` (its ranges and window scores) for drift."""
     root.mkdir(parents=True, exist_ok=True)
     build_model(root / "model.onnx", window)
     golden_windows = sliding_windows(stream(4 * window).astype(np.float32), window, window)
@@ -101,6 +105,14 @@ def make_bundle(
         files=describe_files(root, ["model.onnx", GOLDEN_FILE]),
         golden=golden,
     )
+    if distribution:
+        from edgevae.agent.distribution import DriftReference
+        from edgevae.core.drift import ChannelRanges
+
+        training = noisy(stream(2000), seed=0)
+        scores = reference_scores(training, window, stride)[0]
+        reference = DriftReference.build(ChannelRanges.fit(training, channels), scores)
+        manifest = dataclasses.replace(manifest, distribution=reference.to_entry())
     write_manifest(root, manifest)
     return root
 
@@ -135,6 +147,11 @@ def stream(rows: int, fault: tuple[str, int, int] | None = None, phase: float = 
         channel, start, end = fault
         values[start:end, CHANNELS.index(channel)] += 3.0 * STD[CHANNELS.index(channel)]
     return values
+
+
+def noisy(values: np.ndarray, seed: int, scale: float = 0.3) -> np.ndarray:
+    """`values` with Gaussian noise of `scale` stds: scores of a continuous distribution, as real data has."""
+    return values + np.random.default_rng(seed).normal(0.0, scale, values.shape) * STD
 
 
 def timestamps(rows: int, start: float = T0) -> np.ndarray:
@@ -383,3 +400,16 @@ def static_server(folder: Path) -> Iterator[str]:
         server.shutdown()
         server.server_close()
         thread.join(5)
+
+
+def scrape(port: int) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
+    """The agent's Prometheus metrics: {name: {labels: value}}."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    samples: dict[str, dict[tuple[tuple[str, str], ...], float]] = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            samples.setdefault(s.name, {})[tuple(sorted(s.labels.items()))] = s.value
+    return samples

@@ -22,6 +22,7 @@ from edgevae.agent.bundle import (
     describe_files,
     load_bundle,
 )
+from edgevae.agent.distribution import FROM_ROWS, DriftReference
 from edgevae.agent.golden import GOLDEN_RTOL, self_test
 from edgevae.cli.main import main
 from edgevae.core.errors import BundleError, ExportError
@@ -131,6 +132,12 @@ def test_int8_bundle_manifest(int8_bundle: ExportReport, trained_run: Path) -> N
     sizes = m.export["sizes"]
     assert sizes["shipped_bytes"] == m.files["model.onnx"]["bytes"] < sizes["fp32_bytes"]
     assert sorted(p.name for p in int8_bundle.bundle.iterdir()) == ["golden.npz", "manifest.json", "model.onnx"]
+    # Drift is measured against every training row's range and the scores the threshold was calibrated on.
+    drift = DriftReference.from_entry(m.distribution, m.channels)
+    assert drift.source == FROM_ROWS
+    assert drift.to_entry()["channels"] == run.meta["channel_ranges"]["channels"]
+    assert drift.ranges.rows == run.meta["channel_ranges"]["rows"] > len(run.train_sample)
+    assert drift.score_count == windows
 
 
 @pytest.mark.slow

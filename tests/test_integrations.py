@@ -7,15 +7,13 @@ import json
 import re
 import socket
 import time
-import urllib.request
 import uuid
 from collections.abc import Callable
 from typing import Any
 
 import jinja2
 import pytest
-from agent_fixtures import Collector, Names, Publisher, batched_payloads, stream, windows_for
-from prometheus_client.parser import text_string_to_metric_families
+from agent_fixtures import Collector, Names, Publisher, batched_payloads, scrape, stream, windows_for
 
 from edgevae.demo.broker import Broker, free_port
 
@@ -96,16 +94,6 @@ def test_home_assistant_discovery_matches_the_documented_schema(
     assert {p["state_class"] for p in sensors.values()} <= STATE_CLASSES
     assert float(render(sensors["score"]["value_template"], raw)) == pytest.approx(state["score"])
     assert float(render(sensors["ratio"]["value_template"], raw)) == pytest.approx(state["ratio"])
-
-
-def scrape(port: int) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-        text = response.read().decode()
-    samples: dict[str, dict[tuple[tuple[str, str], ...], float]] = {}
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            samples.setdefault(s.name, {})[tuple(sorted(s.labels.items()))] = s.value
-    return samples
 
 
 def test_prometheus_metrics_are_scraped_from_the_loopback_port(

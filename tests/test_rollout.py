@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from agent_fixtures import Collector, Names, Publisher, batched_payloads, make_bundle, stream
 
+from edgevae.agent.topics import Topics
 from edgevae.core.errors import ExportError
 from edgevae.demo.broker import Broker
 from edgevae.export.fleet import fleet_status, status_table
@@ -64,10 +65,9 @@ def test_a_rollout_promotes_once_every_canary_committed(
     assert result.canaries == {f"{names.agent_id}-canary-1": "committed", f"{names.agent_id}-canary-2": "committed"}
     assert (result.canary_release, result.fleet_release) == (1, 2)
     assert fleet_releases(repo) == [2]
-    collector = Collector(broker, [f"{names.prefix}/{names.agent_id}-fleet-1/update"])
-    collector.latest_json(
-        f"{names.prefix}/{names.agent_id}-fleet-1/update", lambda u: u["step"] == "committed" and u["release"] == 2, 30
-    )
+    update_topic = Topics(names.prefix, f"{names.agent_id}-fleet-1").agent_topic("update")
+    collector = Collector(broker, [update_topic])
+    collector.latest_json(update_topic, lambda u: u["step"] == "committed" and u["release"] == 2, 30)
     collector.close()
     table = status_table(fleet_status(broker.url, names.prefix, wait_s=1.0))
     rows = [line for line in table.splitlines() if names.agent_id in line]

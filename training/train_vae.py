@@ -21,6 +21,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from edgevae.agent.distribution import ranges_entry
+from edgevae.core.drift import ChannelRanges
 from edgevae.core.errors import ConfigError, TrainingError
 from edgevae.training import data
 from edgevae.training.checkpoint import SCHEMA_VERSION, git_sha, save_run
@@ -275,6 +277,9 @@ def _write_run(
         "stride": cfg.stride,
         "sample_period_s": dataset.sample_period_s,
         "normalization": {"mean": prepared.mean.tolist(), "std": prepared.std.tolist()},
+        # The range of every training row (not only the windows sampled), which the bundle's drift checks
+        # measure new readings against.
+        "channel_ranges": ranges_entry(ChannelRanges.fit(np.concatenate(dataset.splits["train"]), dataset.channels)),
         "model_config": model_cfg.to_dict(),
         "metrics": metrics,
         "history": history,

@@ -27,6 +27,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from edgevae.agent.topics import fleet_filter
 from edgevae.demo.broker import Broker, find_mosquitto, free_port, wait_for_port
 
 
@@ -212,7 +213,7 @@ class Operator:
         self._lock = threading.Lock()
         self._subscribed = threading.Event()
         client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=MQTTProtocolVersion.MQTTv5)
-        client.on_connect = lambda c, *_: c.subscribe(f"{prefix}/+/alert", qos=1)
+        client.on_connect = lambda c, *_: c.subscribe(fleet_filter(prefix, "alert"), qos=1)
         client.on_subscribe = lambda *_: self._subscribed.set()
         client.on_message = self._on_message
         client.reconnect_delay_set(min_delay=1, max_delay=2)

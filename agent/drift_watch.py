@@ -1,0 +1,87 @@
+"""The agent's side of drift: feeds each device's accepted readings and window scores to the bundle's
+DriftMonitor, and on the stats interval publishes the retained drift report when a verdict changed.
+
+Observing is one call per message and one per scoring pass (no per-reading Python work); the statistics are
+computed on the stats interval only, on the scoring thread. A bundle without a training distribution (made
+before bundles carried one) has no drift report, and says so once in the log.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from edgevae.agent.bundle import Manifest
+from edgevae.agent.detector import WindowResult
+from edgevae.agent.drift import SEVERITY, DriftMonitor
+
+logger = logging.getLogger(__name__)
+
+
+class DriftWatch:
+    def __init__(self, manifest: Manifest, publish: Callable[[bytes], None]) -> None:
+        self.publish = publish
+        self.monitor: DriftMonitor | None = None
+        self.psi: dict[str, float] = {}  # device -> latest score PSI, for the metrics
+        self.verdicts: dict[str, str] = {}  # device -> latest overall verdict
+        self.model: dict[str, str] = {}
+        self.swap(manifest)
+
+    def swap(self, manifest: Manifest) -> None:
+        """A new model: its own training distribution, and every device starts afresh."""
+        self.monitor = DriftMonitor.from_manifest(manifest)
+        self.psi, self.verdicts = {}, {}
+        self.model = {"id": manifest.model_id, "version": manifest.model_version}
+        if self.monitor is None:
+            logger.info("bundle %s %s carries no training distribution: no drift report", manifest.model_id,
+                        manifest.model_version)  # fmt: skip
+
+    def observe_readings(self, device: str, values: list[np.ndarray]) -> None:
+        if self.monitor is not None and values:
+            self.monitor.observe_values(device, np.stack(values))
+
+    def observe_windows(self, windows: list[WindowResult]) -> None:
+        if self.monitor is None or not windows:
+            return
+        scores: dict[str, list[float]] = defaultdict(list)
+        for window in windows:
+            scores[window.device].append(window.score)
+        for device, values in scores.items():
+            self.monitor.observe_scores(device, np.asarray(values, dtype=np.float64))
+
+    def forget(self, device: str) -> None:
+        if self.monitor is not None:
+            self.monitor.forget(device)
+        self.psi.pop(device, None)
+        self.verdicts.pop(device, None)
+
+    def tick(self) -> None:
+        """On the stats interval: publish the report when a device's verdict changed."""
+        if self.monitor is None or not self.monitor.changed():
+            return
+        report = self.monitor.report()
+        devices = report["devices"]
+        self.psi = {d: r["scores"]["psi"] for d, r in devices.items() if r["scores"]["psi"] is not None}
+        for device, entry in devices.items():
+            before, now = self.verdicts.get(device), entry["verdict"]
+            if now != before and (before is not None or now in ("moderate", "shift")):
+                outside = ", ".join(sorted(entry["inputs"]["outside"])) or "none"
+                log = logger.warning if now == "shift" else logger.info
+                log("drift on %s: %s (inputs outside the training range: %s; score PSI %s)", device, now, outside,
+                    entry["scores"]["psi"])  # fmt: skip
+            self.verdicts[device] = now
+        payload = {"time": round(time.time(), 3), "model": self.model, **report}
+        self.publish(json.dumps(payload, separators=(",", ":"), allow_nan=False).encode())
+
+    def summary(self) -> dict[str, Any]:
+        """For the stats message: devices per verdict (empty when the bundle has no distribution)."""
+        if self.monitor is None:
+            return {}
+        counts = Counter(self.verdicts.values())
+        return {verdict: counts.get(verdict, 0) for verdict in SEVERITY}
