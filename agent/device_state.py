@@ -37,6 +37,7 @@ class Acknowledgement:
 class _Device:
     latest: WindowResult | None = None
     alert: Alert | None = None  # the open alert, as it was announced
+    peak: float = 0.0  # the open alert's highest score so far (the announcement's, then later windows')
     ack: Acknowledgement | None = None
     muted_until: float = 0.0  # epoch s; 0 when not muted
     dirty: bool = True
@@ -58,20 +59,24 @@ class DeviceStates:
         for window in windows:
             state = self._get(window.device)
             state.latest = window
+            if state.alert is not None:
+                state.peak = max(state.peak, window.score)
             if state.next_publish == 0.0:
                 state.dirty = True  # first window of a device: say it is being watched
         for alert in alerts:
             state = self._get(alert.device)
             state.dirty = True
             if alert.type == "alert":
-                state.alert, state.ack = alert, None
+                # The pass's windows after the opening one count too: they were scored before it was known.
+                later = [w.score for w in windows if w.device == alert.device and w.end_ts > alert.window_end]
+                state.alert, state.ack, state.peak = alert, None, max([alert.peak_score, *later])
             elif state.alert is None or state.alert.id == alert.id:
                 state.alert, state.ack = None, None
 
     def resume(self, alert: Alert, ack: Acknowledgement | None) -> None:
         """An alert still open from before a restart."""
         state = self._get(alert.device)
-        state.alert, state.ack, state.dirty = alert, ack, True
+        state.alert, state.ack, state.dirty, state.peak = alert, ack, True, alert.peak_score
 
     def open_alert(self, device: str) -> Alert | None:
         state = self._devices.get(device)
@@ -153,7 +158,7 @@ class DeviceStates:
                 "id": a.id,
                 "started": a.started,
                 "score": a.score,
-                "peak_score": a.peak_score,
+                "peak_score": _finite(state.peak),
                 "top_channels": [_share(c) for c in a.top_channels],
                 "model": {"id": a.model_id, "version": a.model_version},
             }

@@ -116,6 +116,7 @@ class AlertBoard:
         acknowledged = data.get("acknowledged")
         row.muted_until = data.get("muted_until")
         row.score = float(data.get("score", row.score))
+        row.peak_score = max(row.peak_score, float(alert.get("peak_score", row.peak_score)))
         if acknowledged and acknowledged != row.acknowledged:
             row.acknowledged = acknowledged
             return [row.event("acknowledged")]

@@ -184,6 +184,9 @@ def test_the_board_keeps_acknowledgements_and_forgets_cleared_alerts() -> None:
     assert [e["event"] for e in board.apply(topic, json.dumps(state).encode(), retained=True)] == ["open"]
     acked = {**state, "acknowledged": {"by": "ana", "time": 120.0, "alert_id": "a1"}}
     assert [e["event"] for e in board.apply(topic, json.dumps(acked).encode())] == ["acknowledged"]
+    higher = {**acked, "score": 4.0, "alert": {**state["alert"], "peak_score": 4.0}}  # type: ignore[dict-item]
+    assert board.apply(topic, json.dumps(higher).encode()) == []
+    assert board.open["edge-1", "pump"].peak_score == 4.0
     assert board.apply(topic, b"") == []  # the agent stopped cleanly: the alert stays open
     assert "ana" in board.table(now=200.0)
     assert board.apply(topic, json.dumps({"state": "normal"}).encode()) == []

@@ -11,6 +11,8 @@ from typing import Any
 
 import pytest
 from agent_fixtures import (
+    STRIDE,
+    WINDOW,
     Collector,
     Message,
     Names,
@@ -18,6 +20,7 @@ from agent_fixtures import (
     agent_document,
     agent_process,
     batched_payloads,
+    reference_scores,
     stream,
     to_toml,
     windows_for,
@@ -64,6 +67,20 @@ def test_topics_cannot_collide(agent: str, device: str, other_agent: str, other_
         theirs |= {Topics("edgevae", other_agent).device(other_device, leaf) for leaf in topics.DEVICE_LEAVES}
     assert not mine & theirs
     assert all(topics.parse("edgevae", t) == (agent, device, t.rsplit("/", 1)[1]) for t in mine)
+
+
+def test_the_state_carries_the_open_alerts_peak_so_far(
+    run_agent: Callable[..., Any], collector: Collector, names: Names, publisher: Publisher
+) -> None:
+    run_agent(mqtt={"state_interval_s": 0.05})
+    collector.wait_payload(names.status, b"online")
+    values = stream(ROWS, fault=OPEN_FAULT)
+    publisher.send(names.data("pump"), batched_payloads(values))
+    scores = reference_scores(values, WINDOW, STRIDE)[0]
+    state = latest(collector, names.state("pump"), lambda s: s.get("score") == pytest.approx(scores[-1], rel=1e-5))
+    # The highest score since the alert opened, not the one it opened with.
+    assert state["alert"]["peak_score"] == pytest.approx(max(scores), rel=1e-5)
+    assert state["alert"]["peak_score"] > state["alert"]["score"]
 
 
 def test_the_state_is_retained_normal_then_anomalous_then_cleared_at_a_clean_stop(
