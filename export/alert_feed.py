@@ -112,6 +112,7 @@ class AlertBoard:
         if row is None or row.alert_id != alert.get("id"):
             row = self.open[key] = _row(agent, device, alert)
             row.acknowledged, row.muted_until = data.get("acknowledged"), data.get("muted_until")
+            row.score = float(data.get("score", row.score))  # the latest window's, as later states give it
             return [row.event("open", retained=retained)]
         acknowledged = data.get("acknowledged")
         row.muted_until = data.get("muted_until")

@@ -176,12 +176,13 @@ def test_the_board_keeps_acknowledgements_and_forgets_cleared_alerts() -> None:
     board = AlertBoard("p", Filter())
     state = {
         "state": "anomalous",
-        "score": 2.0,
+        "score": 2.5,
         "alert": {"id": "a1", "started": 100.0, "score": 2.0, "peak_score": 3.0, "top_channels": []},
         "acknowledged": None,
     }
     topic = "p/v1/edge-1/devices/pump/state"
     assert [e["event"] for e in board.apply(topic, json.dumps(state).encode(), retained=True)] == ["open"]
+    assert board.open["edge-1", "pump"].score == 2.5  # the latest score, not the one the alert opened with
     acked = {**state, "acknowledged": {"by": "ana", "time": 120.0, "alert_id": "a1"}}
     assert [e["event"] for e in board.apply(topic, json.dumps(acked).encode())] == ["acknowledged"]
     higher = {**acked, "score": 4.0, "alert": {**state["alert"], "peak_score": 4.0}}  # type: ignore[dict-item]
