@@ -49,7 +49,8 @@ def evaluate_labelled(cfg: EvalConfig, work: Path) -> dict[str, Any]:
     names = [_name(cfg.data, p) for p in paths]
     column = cfg.read.label_column
     if not any(t.labels is not None and t.labels.any() for t in tables):
-        msg = f"{cfg.data}: no row labelled 1 in column {column!r} in any of {len(tables)} files"
+        where = "in its 1 file" if len(tables) == 1 else f"in any of {len(tables)} files"
+        msg = f"{cfg.data}: no row labelled 1 in column {column!r} {where}"
         raise DataError(msg, remedy="detection is measured against labelled anomalies; check --label-column")
     _log_missing(tables)
     if cfg.train is None:

@@ -157,7 +157,8 @@ def markdown(results: dict[str, Any], images: list[Path]) -> str:
             lines += [
                 f"| {name} (published) | {f1:.2f} | {far:.2f} | {mar:.2f} | | | | |" for name, f1, far, mar in PUBLISHED
             ]
-        lines += ["", f"{s['files']} files, {s['rows']} test rows.", ""]
+        files = "1 file" if s["files"] == 1 else f"{s['files']} files"
+        lines += ["", f"{files}, {s['rows']} test rows.", ""]
         groups = results.get("groups", {}).get(protocol, {})
         shown = groups and (not labelled or len(next(iter(groups.values()))) > 1)
         if shown:

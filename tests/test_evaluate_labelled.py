@@ -98,7 +98,7 @@ def test_one_model_from_normal_data_scores_every_file_whole(tmp_path: Path) -> N
     ("files", "flags", "code", "message"),
     [
         # no labelled anomaly anywhere: nothing to measure detection against
-        ({"p.csv": None}, [], 3, "no row labelled 1 in column 'fault' in any of 1 files"),
+        ({"p.csv": None}, [], 3, "no row labelled 1 in column 'fault' in its 1 file"),
         # a file that starts in its anomaly has no normal rows to fit on
         ({"p.csv": (0, 50)}, [], 3, "its first row is labelled 1 in column 'fault'"),
         # the lead protocol names a file without an anomaly among others, before it trains on any
