@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 STAMP := $(VENV)/.installed
 
-.PHONY: seccomp demo test test-fast faults setup broker lint check clean
+.PHONY: seccomp demo test test-fast faults bench setup broker lint check clean
 
 setup: $(STAMP)
 
@@ -46,6 +46,11 @@ test-fast: setup broker seccomp
 faults: setup broker
 	EDGEVAE_FAULTS_SCALE=full $(PY) -m pytest tests/faults -s $(ARGS)
 	$(PY) tests/faults/report.py full
+
+# The hot-path benchmark at full size (about ten minutes on two cores): writes docs/bench/report.md and
+# results.json. `make test` runs its quick mode once.
+bench: setup broker
+	$(VENV)/bin/edgevae bench $(ARGS)
 
 LAYERS := core agent training export evaluation cli demo
 

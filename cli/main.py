@@ -84,6 +84,21 @@ def _demo(args: argparse.Namespace) -> int:
     return run_demo(args)
 
 
+def _bench(args: argparse.Namespace) -> int:
+    from edgevae.demo.bench import run_from_args
+
+    return run_from_args(args)
+
+
+def _add_bench(sub: argparse._SubParsersAction[argparse.ArgumentParser], command: str | None) -> None:
+    parser = sub.add_parser("bench", help="measure the agent's hot path against the broker and ONNX Runtime")
+    if command == "bench":
+        from edgevae.demo.bench import add_arguments
+
+        add_arguments(parser)
+    parser.set_defaults(func=_bench)
+
+
 def _add_train(sub: argparse._SubParsersAction[argparse.ArgumentParser], command: str | None) -> None:
     parser = sub.add_parser("train", help="learn a VAE of normal sensor windows")
     # Importing train_vae pulls in torch; only pay for that when `train` is the command.
@@ -224,6 +239,7 @@ _SUBCOMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]
     _add_train_generator,
     _add_augment,
     _add_demo,
+    _add_bench,
     _add_repo,
     _add_publish,
     _add_rollout,

@@ -1,0 +1,73 @@
+"""`edgevae score` on a long file against a bare ONNX Runtime loop over the same windows.
+
+The command runs as a child process, as a user runs it; its wall time covers reading, scoring and writing,
+and its peak RSS comes from the kernel's accounting of the child. The bare loop is what scoring alone costs
+with this model and backend: the file's windows, already in memory, through `Session.run` in batches.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgevae.agent.backends import create_backend
+from edgevae.agent.bundle import load_bundle
+from edgevae.agent.table import read_table, write_table
+from edgevae.core.window import sliding_windows
+from edgevae.training.simulate import simulate_plant
+
+BATCH = 256  # the agent's detection.max_batch
+
+
+def offline(workdir: Path, bundle: Path, rows: int) -> dict[str, Any]:
+    data = workdir / f"offline-{rows}.csv"
+    if not data.exists():
+        write_table(simulate_plant(rows, seed=7), data)
+    out = workdir / "offline-scores.csv"
+    started = time.perf_counter()
+    with subprocess.Popen(
+        [sys.executable, "-m", "edgevae.cli.main", "--log-level", "warning", "score", "--bundle", str(bundle),
+         "--input", str(data), "--out", str(out)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    ) as child:  # fmt: skip
+        _, status, usage = os.wait4(child.pid, 0)
+        seconds = time.perf_counter() - started
+        child.returncode = os.waitstatus_to_exitcode(status)
+        _, err = child.communicate()
+    if child.returncode != 0:
+        msg = f"edgevae score failed ({child.returncode}): {err.decode(errors='replace')[-2000:]}"
+        raise RuntimeError(msg)
+    bare = bare_loop(bundle, data)
+    return {
+        "rows": rows,
+        "score_rows_per_s": rows / seconds,
+        "score_seconds": seconds,
+        "score_peak_rss_mib": usage.ru_maxrss / 1024,  # kB on Linux
+        "bare_rows_per_s": bare,
+    }
+
+
+def bare_loop(bundle_path: Path, data: Path) -> float:
+    """Rows per second of Session.run alone over the file's windows at the bundle's stride."""
+    with closing(load_bundle(bundle_path)) as bundle:
+        manifest = bundle.manifest
+        table = read_table(data)
+        values = table.values[:, [table.channels.index(c) for c in manifest.channels]].astype(np.float32)
+        windows = sliding_windows(values, manifest.window, manifest.stride)
+        backend = create_backend(bundle.model_path)
+        try:
+            backend.run(np.ascontiguousarray(windows[:BATCH]))  # warm-up
+            started = time.perf_counter()
+            for i in range(0, len(windows), BATCH):
+                backend.run(np.ascontiguousarray(windows[i : i + BATCH]))
+            seconds = time.perf_counter() - started
+        finally:
+            backend.close()
+    return len(values) / seconds
