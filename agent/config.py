@@ -15,13 +15,14 @@ from edgevae.agent.backends import (
     OrtCpuBackendConfig,
 )
 from edgevae.agent.config_base import CREDENTIALS_ENV, Document, Problems, Table, join_key, show_value, state_directory
-from edgevae.agent.config_integrations import ControlConfig, HomeAssistantConfig, MetricsConfig
+from edgevae.agent.config_integrations import ControlConfig, DriftConfig, HomeAssistantConfig, MetricsConfig
 from edgevae.agent.config_mqtt import MqttConfig, TlsConfig, default_client_id
 
 __all__ = [
     "CREDENTIALS_ENV",
     "Config",
     "ControlConfig",
+    "DriftConfig",
     "HomeAssistantConfig",
     "MetricsConfig",
     "DetectionConfig",
@@ -253,6 +254,7 @@ class Config(Document):
         default_factory=HomeAssistantConfig, description="Home Assistant MQTT discovery"
     )
     metrics: MetricsConfig = Field(default_factory=MetricsConfig, description="Prometheus metrics")
+    drift: DriftConfig = Field(default_factory=DriftConfig, description="drift from the training distribution")
 
     @property
     def agent_id(self) -> str:

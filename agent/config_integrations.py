@@ -1,5 +1,5 @@
-"""The tables of what the agent offers besides alerts: control requests, Home Assistant discovery and
-Prometheus metrics."""
+"""The tables of what the agent offers besides alerts: control requests, Home Assistant discovery,
+Prometheus metrics and the drift report."""
 
 from __future__ import annotations
 
@@ -47,3 +47,12 @@ class MetricsConfig(Table):
         except ValueError:
             raise Problems([("", host, "an IP address such as 127.0.0.1 or ::1")]) from None
         return host
+
+
+class DriftConfig(Table):
+    interval_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="seconds between drift checks of every device's recent readings and scores "
+        "(the report is published when a verdict changes)",
+    )

@@ -213,6 +213,25 @@ class Detector:
         self._pending.append(_Pending(device, state.readings, start, end, state.window.window()))
         return True
 
+    def push_block(self, device: str, ts: np.ndarray, values: np.ndarray) -> int:
+        """Add a message's readings, (n,) `ts` and (n, channels) `values`, as `push` one by one would; returns
+        how many windows they make due."""
+        state = self._devices.get(device)
+        if state is None:
+            state = self._devices[device] = _DeviceState(self.manifest, self.debounce)
+        last = state.window.last_ts
+        steps = np.diff(ts, prepend=ts[0] if last is None else last)
+        if (steps < 0).any() or (self.max_gap_s > 0 and (steps > self.max_gap_s).any()):
+            return sum(self.push(device, t, row) for t, row in zip(ts.tolist(), values, strict=True))
+        first = state.readings + 1
+        state.readings += len(ts)
+        block = state.window.push_block(ts, values)
+        for window, start, end, k in zip(
+            block.windows, block.start_ts.tolist(), block.end_ts.tolist(), block.ends.tolist(), strict=True
+        ):
+            self._pending.append(_Pending(device, first + k, start, end, window))
+        return len(block.ends)
+
     def step(self) -> StepResult:
         """Score every due window, at most `max_batch` per backend call, and update each device's alert state.
 

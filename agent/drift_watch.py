@@ -2,7 +2,7 @@
 DriftMonitor, and on the stats interval publishes the retained drift report when a verdict changed.
 
 Observing is one call per message and one per scoring pass (no per-reading Python work); the statistics are
-computed on the stats interval only, on the scoring thread. A bundle without a training distribution (made
+computed every `drift.interval_s` only, on the scoring thread. A bundle without a training distribution (made
 before bundles carried one) has no drift report, and says so once in the log.
 """
 
@@ -42,9 +42,10 @@ class DriftWatch:
             logger.info("bundle %s %s carries no training distribution: no drift report", manifest.model_id,
                         manifest.model_version)  # fmt: skip
 
-    def observe_readings(self, device: str, values: list[np.ndarray]) -> None:
-        if self.monitor is not None and values:
-            self.monitor.observe_values(device, np.stack(values))
+    def observe_readings(self, device: str, values: np.ndarray) -> None:
+        """A message's accepted readings, (n, channels)."""
+        if self.monitor is not None and len(values):
+            self.monitor.observe_values(device, values)
 
     def observe_windows(self, windows: list[WindowResult]) -> None:
         if self.monitor is None or not windows:
@@ -62,7 +63,7 @@ class DriftWatch:
         self.verdicts.pop(device, None)
 
     def tick(self) -> None:
-        """On the stats interval: publish the report when a device's verdict changed."""
+        """Every `drift.interval_s`: publish the report when a device's verdict changed."""
         if self.monitor is None or not self.monitor.changed():
             return
         report = self.monitor.report()

@@ -235,6 +235,25 @@ class OrderGuard:
         self._seen[device] = self.monotonic()
         return None
 
+    def check_block(self, device: str, ts: np.ndarray) -> list[tuple[int, DropReason]]:
+        """`check` for each of a message's readings in order: the refused ones' positions and reasons
+        ([] when all may be scored). A block in order, after the device's last reading and not in the
+        future, the common case, is accepted at once."""
+        last = self._last.get(device)
+        n = len(ts)
+        in_order = n == 1 or bool((np.diff(ts) > 0).all())
+        if (
+            in_order
+            and (last is None and len(self._last) < self.max_devices or last is not None and ts[0] > last)
+            and (self.max_future_s is None or ts[-1] <= self.clock() + self.max_future_s)
+        ):
+            self._backwards.pop(device, None)
+            self._last[device] = float(ts[-1])
+            self._seen[device] = self.monotonic()
+            return []
+        refused = [(i, self.check(device, t)) for i, t in enumerate(ts.tolist())]
+        return [(i, reason) for i, reason in refused if reason is not None]
+
     def _log_reanchor(self, device: str, behind: int, last: float, ts: float) -> None:
         # A clock that keeps stepping back (a broken RTC, a hostile sender) re-anchors every `reanchor_after`
         # readings: one line, then at most one a minute with the count since, as drops are warned about.

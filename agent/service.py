@@ -9,7 +9,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from edgevae.agent.active_model import load_active
+from edgevae.agent.block_parse import parse_block
 from edgevae.agent.bundle import Manifest
 from edgevae.agent.config import Config
 from edgevae.agent.config_file import read_password
@@ -209,7 +212,7 @@ class Service:
             self.metrics = None
         self._status_link = link_state(self)
         self.notifier.ready(f"scoring {self.manifest.model_id} {self.manifest.model_version}")
-        last_ping = next_stats = time.monotonic()
+        last_ping = next_stats = next_drift = time.monotonic()
         try:
             while not stop.is_set():
                 self._drain(tick)
@@ -227,6 +230,9 @@ class Service:
                 if healthy and watchdog_s and now - last_ping >= watchdog_s:
                     self.notifier.watchdog()
                     last_ping = now
+                if now >= next_drift:
+                    self.drift.tick()
+                    next_drift = now + self.config.drift.interval_s
                 if now >= next_stats:
                     self._publish_stats()
                     next_stats = now + self.config.stats.interval_s
@@ -303,19 +309,24 @@ class Service:
             # Its alerts could not be published (the topic would be too long), so it is not scored at all.
             self.drops.drop(DropReason.BAD_TOPIC, repr(device)[:80], f"device id over {MAX_DEVICE_ID_BYTES} bytes")
             return
-        parsed = self.parser.parse(payload)
-        for reason, detail in parsed.drops:
+        block = parse_block(self.parser, payload)
+        for reason, detail in block.drops:
             self.drops.drop(reason, device, detail)
-        accepted = []
-        for reading in parsed.readings:
-            refused = self.guard.check(device, reading.ts)
-            if refused is not None:
-                self.drops.drop(refused, device, f"ts {reading.ts!r}")
-                continue
-            self.readings += 1
-            self.detector.push(device, reading.ts, reading.values)
-            accepted.append(reading.values)
-        self.drift.observe_readings(device, accepted)
+        if not len(block):
+            return
+        ts, values = block.ts, block.values
+        refused = self.guard.check_block(device, ts)
+        if refused:
+            for i, reason in refused:
+                self.drops.drop(reason, device, f"ts {float(ts[i])!r}")
+            keep = np.ones(len(ts), dtype=bool)
+            keep[[i for i, _ in refused]] = False
+            ts, values = ts[keep], values[keep]
+            if not len(ts):
+                return
+        self.readings += len(ts)
+        self.detector.push_block(device, ts, values)
+        self.drift.observe_readings(device, values)
 
     def _score(self) -> bool:
         if self.detector.pending == 0:
@@ -343,7 +354,6 @@ class Service:
         return stats_report(self)
 
     def _publish_stats(self) -> StatsReport:
-        self.drift.tick()
         report = self.report()
         self.link.publish(self.out.agent_topic("stats"), report.to_json(), kind="stats", qos=1, retain=True)
         report_status(self, report)

@@ -7,7 +7,20 @@ Rule: with window length W and stride S, the k-th window covers rows [k*S, k*S +
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
+
+
+@dataclass(frozen=True)
+class WindowBlock:
+    """Windows completed by a block of readings: (k, window, channels) float32, the timestamps of each
+    one's first and last reading, and the index in the block of the reading that completed it."""
+
+    windows: np.ndarray
+    start_ts: np.ndarray
+    end_ts: np.ndarray
+    ends: np.ndarray
 
 
 def window_count(rows: int, window: int, stride: int) -> int:
@@ -100,3 +113,42 @@ class OnlineWindow:
     def span(self) -> tuple[float, float]:
         """Timestamps of the first and last reading of the current window."""
         return float(self._ts[self._pos]), float(self._ts[self._pos + self.size - 1])
+
+    def push_block(self, ts: np.ndarray, values: np.ndarray) -> WindowBlock:
+        """Add readings (n,) at `ts` with (n, channels) `values` at once: the windows they complete, as
+        `push` one by one would have given them, and the buffer left as it would have left it.
+
+        >>> w = OnlineWindow(window=3, stride=2, channels=1)
+        >>> got = w.push_block(np.arange(5.0), np.arange(5.0)[:, None])
+        >>> got.windows[:, :, 0].tolist(), got.ends.tolist(), w.window()[:, 0].tolist()
+        ([[0.0, 1.0, 2.0], [2.0, 3.0, 4.0]], [2, 4], [2.0, 3.0, 4.0])
+        """
+        size, m = self.size, len(ts)
+        if m == 0:
+            return WindowBlock(np.empty((0, size, self._rows.shape[1]), np.float32), np.empty(0), np.empty(0),
+                               np.empty(0, np.int64))  # fmt: skip
+        kept = min(self.count, size - 1)  # buffered rows a window ending in the block can reach back to
+        oldest = self._pos + size - kept
+        rows = np.concatenate([self._rows[oldest : self._pos + size], values.astype(np.float32, copy=False)])
+        stamps = np.concatenate([self._ts[oldest : self._pos + size], ts])
+        # Row e of `rows` is reading number count - kept + e + 1 since the reset; a window is due on reading c
+        # when c >= size and (c - size) % stride == 0.
+        first = self.count - kept + 1
+        counts = np.arange(first + kept, first + kept + m)
+        due = (counts >= size) & ((counts - size) % self.stride == 0)
+        ends = np.flatnonzero(due) + kept  # rows of `rows` that end a window
+        if len(ends):
+            view = np.lib.stride_tricks.sliding_window_view(rows, size, axis=0)  # (rows - size + 1, C, size)
+            windows = np.ascontiguousarray(view[ends - size + 1].transpose(0, 2, 1))
+        else:
+            windows = np.empty((0, size, rows.shape[1]), dtype=np.float32)
+        block = WindowBlock(windows, stamps[ends - size + 1], stamps[ends], ends - kept)
+        self.count += m
+        self._pos = (self._pos + m) % size
+        tail = min(self.count, size)
+        slots = (self._pos - tail + np.arange(tail)) % size
+        for offset in (0, size):
+            self._rows[slots + offset] = rows[-tail:]
+            self._ts[slots + offset] = stamps[-tail:]
+        self.last_ts = float(ts[-1])
+        return block

@@ -88,7 +88,9 @@ def latency(workdir: Path, broker: Broker, bundle: Path, devices: int, seconds: 
     messages, index = prepare_faulty(workdir, devices, seconds, rate)
     agent_id = "bench-latency"
     watch = AgentWatch(broker, agent_id)
-    agent = start_agent(agent_config(workdir, broker, bundle, agent_id), workdir / f"{agent_id}.log")
+    # Stats once a second: the latency run reads only the final counts.
+    config = agent_config(workdir, broker, bundle, agent_id, stats_interval_s=1.0)
+    agent = start_agent(config, workdir / f"{agent_id}.log")
     prober = Prober(broker, devices)
     sent_path = workdir / "latency-sent.npy"
     try:

@@ -142,7 +142,9 @@ class AgentWatch:
         self.client.disconnect()
 
 
-def agent_config(workdir: Path, broker: Broker, bundle: Path, agent_id: str) -> Path:
+def agent_config(
+    workdir: Path, broker: Broker, bundle: Path, agent_id: str, stats_interval_s: float = STATS_INTERVAL_S
+) -> Path:
     """A config of defaults but for the bundle, topics, a short stats interval and a fresh state directory
     (an alert left open by an earlier run would continue instead of opening)."""
     path = workdir / f"{agent_id}.toml"
@@ -150,7 +152,7 @@ def agent_config(workdir: Path, broker: Broker, bundle: Path, agent_id: str) -> 
     path.write_text(
         f'[mqtt]\nbroker = "mqtt://{broker.host}:{broker.port}"\ntopics = ["{TOPIC_ROOT}/+/data"]\n'
         f'topic_prefix = "{PREFIX}"\nclient_id = "{agent_id}"\n\n[model]\nbundle = "{bundle.resolve()}"\n\n'
-        f'[stats]\ninterval_s = {STATS_INTERVAL_S}\n\n[state]\ndirectory = "{(workdir / agent_id).resolve()}"\n'
+        f'[stats]\ninterval_s = {stats_interval_s}\n\n[state]\ndirectory = "{(workdir / agent_id).resolve()}"\n'
     )
     return path
 

@@ -124,6 +124,7 @@ def test_mqtts_defaults_to_port_8883(bundle: Path) -> None:
         ("model", {"backend": "tensorrt"}, "model.backend: 'tensorrt': a table whose `type` is " + ALL_BACKENDS),
         ("model", {"backend": {"type": "tensorrt", "plan": 1}}, "model.backend.plan: 1: a string"),
         ("model", {"bundle": 7}, "model.bundle: 7: a string"),
+        ("drift", {"interval_s": 0}, "drift.interval_s: 0: a number > 0"),
     ],
 )
 def test_bad_values_name_key_value_and_expectation(
@@ -137,7 +138,7 @@ def test_unknown_keys_name_the_allowed_ones(bundle: Path) -> None:
     assert got == [
         "mqtt.brokr: 'mqtt://x': unknown key; allowed keys: " + MQTT_KEYS,
         "extra: {'a': 1}: unknown key; allowed keys: "
-        "mqtt, model, detection, limits, state, updates, selftest, stats, log, control, homeassistant, metrics",
+        "mqtt, model, detection, limits, state, updates, selftest, stats, log, control, homeassistant, metrics, drift",
     ]
 
 

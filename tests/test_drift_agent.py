@@ -36,7 +36,7 @@ def test_a_device_off_the_training_operating_point_shows_in_the_drift_report(
     bundle = make_bundle(tmp_path / "bundle", stride=1, distribution=True)
     port = free_port()
     run_agent(
-        model={"bundle": str(bundle)}, detection={"trigger": 10_000}, metrics={"port": port}
+        model={"bundle": str(bundle)}, detection={"trigger": 10_000}, metrics={"port": port}, drift={"interval_s": 0.2}
     )  # alerts are not the point here
     collector.wait_payload(names.status, b"online")
     publisher.send(names.data("same"), batched_payloads(noisy(stream(ROWS, phase=0.5), seed=1)))

@@ -74,3 +74,34 @@ def test_reset_starts_a_fresh_window() -> None:
     due = [online.push(float(t), np.array([t])) for t in range(10, 14)]
     assert due == [False, False, True, True]  # readings before the reset never join a window
     assert online.window()[:, 0].tolist() == [11.0, 12.0, 13.0]
+
+
+@pytest.mark.parametrize("window", [1, 3, 8])
+@pytest.mark.parametrize("stride", [1, 2, 5])
+@pytest.mark.parametrize("blocks", [[1], [2, 7, 1, 30, 4], [40], [3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 4]])
+def test_a_block_pushes_as_its_readings_one_by_one(window: int, stride: int, blocks: list[int]) -> None:
+    rng = np.random.default_rng(window * 100 + stride)
+    rows = rng.normal(size=(sum(blocks), 2))
+    one, many = OnlineWindow(window, stride, 2), OnlineWindow(window, stride, 2)
+    want = []
+    for i, row in enumerate(rows):
+        if one.push(float(i), row):
+            want.append((one.window(), one.span(), i))
+    got, start = [], 0
+    for n in blocks:
+        block = many.push_block(np.arange(start, start + n, dtype=np.float64), rows[start : start + n])
+        spans = zip(block.start_ts.tolist(), block.end_ts.tolist(), strict=True)
+        got += [(w, span, start + int(k)) for w, span, k in zip(block.windows, spans, block.ends, strict=True)]
+        assert many.window().tolist() == _replayed(rows[: start + n], window, stride).window().tolist()
+        start += n
+    assert [(w.tolist(), s, i) for w, s, i in want] == [(w.tolist(), s, i) for w, s, i in got]
+    assert many.count == one.count
+    assert many.last_ts == one.last_ts
+    assert many.push(float(start), rows[0]) == one.push(float(start), rows[0])
+
+
+def _replayed(rows: np.ndarray, window: int, stride: int) -> OnlineWindow:
+    w = OnlineWindow(window, stride, rows.shape[1])
+    for i, row in enumerate(rows):
+        w.push(float(i), row)
+    return w
