@@ -155,3 +155,32 @@ def test_backend_returning_the_wrong_shape_is_an_error(setup: tuple[Manifest, Co
     with pytest.raises(BackendError, match="expected"):
         detector.step()
     assert detector.pending == 0  # the failed windows are not retried forever
+
+
+@pytest.mark.parametrize(
+    "blocks",
+    [[1] * 40, [40], [3, 17, 1, 19], [5, 35]],
+)
+@pytest.mark.parametrize("gap_at", [None, 12, 25])
+def test_a_block_of_readings_scores_as_its_readings_one_by_one(
+    setup: tuple[Manifest, CountingBackend], blocks: list[int], gap_at: int | None
+) -> None:
+    manifest, backend = setup
+    rows = sum(blocks)
+    values = stream(rows, fault=("pressure", 20, 30))
+    ts = timestamps(rows)
+    if gap_at is not None:
+        ts[gap_at:] += 60.0  # a gap past max_gap_periods: the window restarts, one way or the other
+    one, many = (Detector(manifest, backend, max_gap_periods=5) for _ in range(2))
+    for t, row in zip(ts, values, strict=True):
+        one.push("d", float(t), row)
+    start = 0
+    for n in blocks:
+        many.push_block("d", ts[start : start + n], values[start : start + n])
+        start += n
+    assert many.pending == one.pending
+    got, want = many.step(), one.step()
+    key = [(w.index, w.start_ts, w.end_ts, w.score, w.alert_open) for w in want.windows]
+    assert [(w.index, w.start_ts, w.end_ts, w.score, w.alert_open) for w in got.windows] == key
+    assert [(e.type, e.window.index) for e in got.events] == [(e.type, e.window.index) for e in want.events]
+    assert many.gap_resets == one.gap_resets

@@ -272,3 +272,28 @@ def test_idle_devices_are_found_and_forgotten() -> None:
     guard.forget("a")
     assert guard.check("c", 1.0) is None  # the freed slot goes to a new device
     assert guard.check("a", 0.5) == DropReason.TOO_MANY_DEVICES  # "a" starts afresh, with no slot left
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    steps=st.lists(st.sampled_from([1.0, 1.0, 1.0, 0.0, -1.0, -50.0, 1000.0]), min_size=1, max_size=40),
+    cut=st.lists(st.integers(1, 8), min_size=1, max_size=10),
+    devices=st.integers(1, 3),
+)
+def test_a_block_is_ordered_as_its_readings_one_by_one(steps: list[float], cut: list[int], devices: int) -> None:
+    def guard() -> OrderGuard:
+        return OrderGuard(max_devices=2, max_future_s=500.0, reanchor_after=3, clock=lambda: 1000.0)
+
+    one, many = guard(), guard()
+    ts = np.cumsum(steps) + 100.0
+    for d in range(devices):
+        device = f"d{d}"
+        want = [(i, r) for i, r in enumerate(one.check(device, float(t)) for t in ts) if r is not None]
+        got, start, k = [], 0, 0
+        while start < len(ts):
+            n = cut[k % len(cut)]
+            got += [(start + i, r) for i, r in many.check_block(device, ts[start : start + n])]
+            start, k = start + n, k + 1
+        assert got == want
+    assert many.devices == one.devices
+    assert many.reanchored == one.reanchored
