@@ -17,6 +17,9 @@ from edgevae.core.decision import Debounce, Debouncer, Transition
 from edgevae.core.errors import BackendError
 from edgevae.core.window import OnlineWindow
 
+# Fewer readings than this go in one by one: the block's array set-up costs more than it saves.
+SMALL_BLOCK = 8
+
 
 @dataclass(frozen=True)
 class WindowResult:
@@ -216,6 +219,8 @@ class Detector:
     def push_block(self, device: str, ts: np.ndarray, values: np.ndarray) -> int:
         """Add a message's readings, (n,) `ts` and (n, channels) `values`, as `push` one by one would; returns
         how many windows they make due."""
+        if len(ts) < SMALL_BLOCK:
+            return sum(self.push(device, t, row) for t, row in zip(ts.tolist(), values, strict=True))
         state = self._devices.get(device)
         if state is None:
             state = self._devices[device] = _DeviceState(self.manifest, self.debounce)

@@ -22,6 +22,7 @@ from edgevae.agent.detector import WindowResult
 from edgevae.agent.drift import SEVERITY, DriftMonitor
 
 logger = logging.getLogger(__name__)
+FLUSH_ROWS = 1000  # the monitor's window: more rows than this buffered would only be overwritten
 
 
 class DriftWatch:
@@ -31,12 +32,19 @@ class DriftWatch:
         self.psi: dict[str, float] = {}  # device -> latest score PSI, for the metrics
         self.verdicts: dict[str, str] = {}  # device -> latest overall verdict
         self.model: dict[str, str] = {}
+        # What came since the monitor last took it: a list append a message, arrays only every FLUSH_ROWS.
+        self._rows: dict[str, list[np.ndarray]] = defaultdict(list)
+        self._row_counts: dict[str, int] = defaultdict(int)
+        self._scores: dict[str, list[float]] = defaultdict(list)
         self.swap(manifest)
 
     def swap(self, manifest: Manifest) -> None:
         """A new model: its own training distribution, and every device starts afresh."""
         self.monitor = DriftMonitor.from_manifest(manifest)
         self.psi, self.verdicts = {}, {}
+        self._rows.clear()
+        self._row_counts.clear()
+        self._scores.clear()
         self.model = {"id": manifest.model_id, "version": manifest.model_version}
         if self.monitor is None:
             logger.info("bundle %s %s carries no training distribution: no drift report", manifest.model_id,
@@ -44,19 +52,36 @@ class DriftWatch:
 
     def observe_readings(self, device: str, values: np.ndarray) -> None:
         """A message's accepted readings, (n, channels)."""
-        if self.monitor is not None and len(values):
-            self.monitor.observe_values(device, values)
+        if self.monitor is None or not len(values):
+            return
+        self._rows[device].append(values)
+        self._row_counts[device] += len(values)
+        if self._row_counts[device] >= FLUSH_ROWS:
+            self._flush(device)
 
     def observe_windows(self, windows: list[WindowResult]) -> None:
-        if self.monitor is None or not windows:
+        if self.monitor is None:
             return
-        scores: dict[str, list[float]] = defaultdict(list)
         for window in windows:
-            scores[window.device].append(window.score)
-        for device, values in scores.items():
-            self.monitor.observe_scores(device, np.asarray(values, dtype=np.float64))
+            scores = self._scores[window.device]
+            scores.append(window.score)
+            if len(scores) >= FLUSH_ROWS:
+                self._flush(window.device)
+
+    def _flush(self, device: str) -> None:
+        assert self.monitor is not None
+        rows = self._rows.pop(device, None)
+        self._row_counts.pop(device, None)
+        if rows:
+            self.monitor.observe_values(device, rows[0] if len(rows) == 1 else np.concatenate(rows))
+        scores = self._scores.pop(device, None)
+        if scores:
+            self.monitor.observe_scores(device, np.asarray(scores, dtype=np.float64))
 
     def forget(self, device: str) -> None:
+        self._rows.pop(device, None)
+        self._row_counts.pop(device, None)
+        self._scores.pop(device, None)
         if self.monitor is not None:
             self.monitor.forget(device)
         self.psi.pop(device, None)
@@ -64,7 +89,11 @@ class DriftWatch:
 
     def tick(self) -> None:
         """Every `drift.interval_s`: publish the report when a device's verdict changed."""
-        if self.monitor is None or not self.monitor.changed():
+        if self.monitor is None:
+            return
+        for device in set(self._rows) | set(self._scores):
+            self._flush(device)
+        if not self.monitor.changed():
             return
         report = self.monitor.report()
         devices = report["devices"]

@@ -239,9 +239,11 @@ class OrderGuard:
         """`check` for each of a message's readings in order: the refused ones' positions and reasons
         ([] when all may be scored). A block in order, after the device's last reading and not in the
         future, the common case, is accepted at once."""
+        if len(ts) == 1:
+            reason = self.check(device, float(ts[0]))
+            return [] if reason is None else [(0, reason)]
         last = self._last.get(device)
-        n = len(ts)
-        in_order = n == 1 or bool((np.diff(ts) > 0).all())
+        in_order = bool((np.diff(ts) > 0).all())
         if (
             in_order
             and (last is None and len(self._last) < self.max_devices or last is not None and ts[0] > last)
