@@ -200,13 +200,18 @@ def drift_warnings(manifest: Manifest, values: npt.ArrayLike, scores: npt.ArrayL
         return []
     rows = np.asarray(values, dtype=np.float64)
     check = out_of_range(rows, reference.ranges)
-    shift = score_shift(scores, reference.score_quantiles)
+    return warning_lines(reference, check, score_shift(scores, reference.score_quantiles))
+
+
+def warning_lines(reference: DriftReference, check: RangeCheck, shift: ScoreShift) -> list[str]:
+    """`drift_warnings` from the figures it computes, for callers that gathered them another way
+    (edgevae.agent.drift_tally, which reads a file chunk by chunk)."""
     report = _device_report(check, shift, reference.ranges.names)
     lines = []
     outside = report["inputs"]["outside"]
     if outside:
         order = sorted(outside, key=lambda c: -(outside[c]["below"] + outside[c]["above"]))
-        parts = [_describe_channel(c, outside[c], reference, check) for c in order]
+        parts = [_describe_channel(c, outside[c], reference) for c in order]
         lines.append("input outside the training range: " + ", ".join(parts))
     if shift.verdict == "shift":
         lines.append(
@@ -262,7 +267,7 @@ def _figure(value: float) -> float | None:
     return None if not np.isfinite(value) else round(float(value), 3)
 
 
-def _describe_channel(name: str, figures: dict[str, Any], reference: DriftReference, check: RangeCheck) -> str:
+def _describe_channel(name: str, figures: dict[str, Any], reference: DriftReference) -> str:
     i = reference.ranges.names.index(name)
     if reference.ranges.constant[i]:
         share = _percent(figures["below"] + figures["above"])
