@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import logging
 from collections import Counter
 from contextlib import closing
@@ -15,16 +14,16 @@ import numpy as np
 from edgevae.agent.backends import create_backend
 from edgevae.agent.bundle import Bundle, load_bundle
 from edgevae.agent.config import DetectionConfig
-from edgevae.agent.detector import Detector, StepResult, WindowResult
-from edgevae.agent.drift import drift_warnings
-from edgevae.agent.readings import OrderGuard
-from edgevae.agent.table import DEFAULT_READ, Table, TableError, read_table
+from edgevae.agent.drift_tally import DriftTally
+from edgevae.agent.offline_stream import ScoredRows, StreamScorer
+from edgevae.agent.offline_write import ScoreWriter, header, open_scores
+from edgevae.agent.table import DEFAULT_READ, Table, TableError
 from edgevae.agent.table_options import ReadOptions
+from edgevae.agent.table_stream import CHUNK_ROWS, TableStream
 from edgevae.core.decision import Debounce
 
 logger = logging.getLogger(__name__)
 
-DEVICE = "offline"
 _DEFAULTS = DetectionConfig()
 
 
@@ -70,11 +69,19 @@ class ScoreSummary:
 
 def channel_columns(table: Table, channels: tuple[str, ...]) -> list[int]:
     """Column of each bundle channel in the table, matched by name."""
-    missing = [c for c in channels if c not in table.channels]
+    return _columns(table.path, table.channels, channels)
+
+
+def stream_columns(stream: TableStream, channels: tuple[str, ...]) -> list[int]:
+    return _columns(str(stream.path), stream.channels, channels)
+
+
+def _columns(path: str, have: tuple[str, ...], channels: tuple[str, ...]) -> list[int]:
+    missing = [c for c in channels if c not in have]
     if missing:
-        msg = f"{table.path}: no column for the bundle's channels {missing}; the table has {list(table.channels)}"
+        msg = f"{path}: no column for the bundle's channels {missing}; the table has {list(have)}"
         raise TableError(msg)
-    return [table.channels.index(c) for c in channels]
+    return [have.index(c) for c in channels]
 
 
 def score_table(
@@ -98,69 +105,27 @@ def score_table(
             )
     manifest = bundle.manifest
     values = table.values[:, channel_columns(table, manifest.channels)]
-    dropped = Counter() if dropped is None else dropped
     backend = create_backend(bundle.model_path, backend_key, backend_options)
-    results: dict[int, WindowResult] = {}
     try:
-        detector = Detector(manifest, backend, debounce, max_batch, max_gap_periods)
-        guard = OrderGuard(max_devices=1)
-        fed_rows: list[int] = []  # input row of each reading the detector took, by its index - 1
-
-        def collect(step: StepResult) -> None:
-            for window in step.windows:
-                results[fed_rows[window.index - 1]] = window
-
-        for row, ts in enumerate(table.timestamps.tolist()):
-            reason = guard.check(DEVICE, ts)
-            if reason is not None:
-                dropped[reason.value] += 1
-                continue
-            fed_rows.append(row)
-            detector.push(DEVICE, ts, values[row])
-            if detector.pending >= max_batch:
-                collect(detector.step())
-        collect(detector.step())
+        scorer = StreamScorer(manifest, backend, debounce, max_batch, max_gap_periods)
+        blocks = [scorer.score(table.timestamps, values, None, None), scorer.finish()]
     finally:
         backend.close()
     rows: list[ScoreRow] = []
-    latest: WindowResult | None = None
     threshold = manifest.threshold.value
-    for row, ts in enumerate(table.timestamps.tolist()):
-        ended = row in results
-        latest = results[row] if ended else latest
-        if latest is None:
-            rows.append(ScoreRow(ts, None, threshold, False, None))
-        else:
-            rows.append(ScoreRow(ts, latest.score, threshold, latest.alert_open, latest.channel_error, ended))
-    if dropped:
-        logger.warning("%s: rows the agent would drop were not scored: %s", table.path, dict(dropped))
+    for block in blocks:
+        scores, alerts = block.scores.tolist(), block.alert_open.tolist()
+        ends = block.window_end.tolist()
+        for i, (ts, w) in enumerate(zip(block.timestamps.tolist(), block.window.tolist(), strict=True)):
+            if w < 0:
+                rows.append(ScoreRow(ts, None, threshold, False, None))
+            else:
+                rows.append(ScoreRow(ts, scores[w], threshold, alerts[w], block.channel_error[w], ends[i]))
+    if dropped is not None:
+        dropped.update(scorer.dropped)
+    if scorer.dropped:
+        logger.warning("%s: rows the agent would drop were not scored: %s", table.path, dict(scorer.dropped))
     return rows
-
-
-def write_scores(
-    rows: list[ScoreRow], channels: tuple[str, ...], path: str | Path, source: Table | None = None
-) -> None:
-    """One line per input row: the input's own timestamp and label columns as it wrote them (when `source`,
-    the table scored, has them), then `timestamp` in epoch seconds, the score and decision, each channel's error."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ours = ["timestamp", "score", "threshold", "is_anomaly", *(f"error_{c}" for c in channels)]
-    kept: list[tuple[str, list[str]]] = []
-    if source is not None and source.timestamp_text is not None and len(source.timestamp_text) == len(rows):
-        kept.append((source.timestamp_column, source.timestamp_text.tolist()))
-    if source is not None and source.labels is not None and len(source.labels) == len(rows):
-        kept.append((source.label_column or "label", [str(v) for v in source.labels.tolist()]))
-    # An input column named like one of ours keeps its values under input_<name>.
-    names = [f"input_{name}" if name in ours else name for name, _ in kept]
-    with path.open("w", newline="", encoding="utf-8") as fh:
-        writer = csv.writer(fh)
-        writer.writerow([*names, *ours])
-        empty = [""] * len(channels)
-        for i, r in enumerate(rows):
-            score = "" if r.score is None else format(r.score, ".9g")
-            errors = empty if r.channel_error is None else [format(e, ".9g") for e in r.channel_error.tolist()]
-            front = [values[i] for _, values in kept]
-            writer.writerow([*front, repr(r.timestamp), score, format(r.threshold, ".9g"), int(r.is_anomaly), *errors])
 
 
 def score_csv(
@@ -169,31 +134,87 @@ def score_csv(
     out_csv: str | Path,
     backend_key: str = "onnxruntime-cpu",
     read: ReadOptions = DEFAULT_READ,
+    chunk_rows: int = CHUNK_ROWS,
 ) -> ScoreSummary:
+    """Score a CSV file of any length in bounded memory: read, scored and written `chunk_rows` rows at a time.
+
+    The scores file appears only once complete: it is written beside `out_csv` and renamed over it.
+    """
     with closing(load_bundle(bundle_path)) as bundle:
-        return _score_csv(bundle, input_csv, out_csv, backend_key, read)
+        stream = TableStream(input_csv, read, chunk_rows)
+        try:
+            return _score_stream(bundle, stream, Path(out_csv), backend_key)
+        finally:
+            stream.close()
 
 
-def _score_csv(
-    bundle: Bundle, input_csv: str | Path, out_csv: str | Path, backend_key: str, read: ReadOptions
-) -> ScoreSummary:
-    table = read_table(input_csv, read)
-    dropped: Counter[str] = Counter()
-    rows = score_table(bundle, table, backend_key, dropped=dropped)
-    write_scores(rows, bundle.manifest.channels, out_csv, table)
-    flags = np.array([r.is_anomaly for r in rows], dtype=bool)
+def _score_stream(bundle: Bundle, stream: TableStream, out: Path, backend_key: str) -> ScoreSummary:
     manifest = bundle.manifest
-    scores = [r.score for r in rows if r.window_end and r.score is not None]
-    drift = drift_warnings(manifest, table.values[:, channel_columns(table, manifest.channels)], scores)
-    return ScoreSummary(
-        rows=len(rows),
-        windows=sum(r.window_end for r in rows),
-        alerts=int(np.count_nonzero(np.diff(flags.astype(np.int8), prepend=0) == 1)),
-        anomalous_rows=int(flags.sum()),
-        model=f"{bundle.manifest.model_id} {bundle.manifest.model_version}",
-        dropped=dict(dropped),
-        out=str(out_csv),
-        missing_dropped=table.rows_dropped,
-        missing_filled=table.rows_filled,
-        drift=tuple(drift),
+    columns = stream_columns(stream, manifest.channels)
+    tally = DriftTally.from_manifest(manifest)
+    counts = _Counts()
+    label_column = (stream.label_column or "label") if stream.columns.label is not None else None
+    names = header(
+        manifest.channels, stream.timestamp_column if stream.columns.timestamp is not None else None, label_column
     )
+    partial = out.with_name(out.name + ".part")
+    backend = create_backend(bundle.model_path, backend_key)
+    try:
+        with open_scores(partial) as fh:
+            writer = ScoreWriter(fh, names, manifest.threshold.value, len(manifest.channels))
+            scorer = StreamScorer(manifest, backend, None, _DEFAULTS.max_batch, _DEFAULTS.max_gap_periods)
+            for chunk in stream:
+                values = chunk.values[:, columns]
+                if tally is not None:
+                    tally.add_values(values)
+                block = scorer.score(chunk.timestamps, values, chunk.labels, chunk.timestamp_text)
+                counts.add(block, tally)
+                writer.write(block)
+            block = scorer.finish()
+            counts.add(block, tally)
+            writer.write(block)
+        partial.replace(out)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    finally:
+        backend.close()
+    if scorer.dropped:
+        logger.warning("%s: rows the agent would drop were not scored: %s", stream.path, dict(scorer.dropped))
+    return ScoreSummary(
+        rows=counts.rows,
+        windows=counts.windows,
+        alerts=counts.alerts,
+        anomalous_rows=counts.anomalous_rows,
+        model=f"{manifest.model_id} {manifest.model_version}",
+        dropped=dict(scorer.dropped),
+        out=str(out),
+        missing_dropped=stream.rows_dropped,
+        missing_filled=stream.rows_filled,
+        drift=tuple(tally.warnings()) if tally is not None else (),
+    )
+
+
+@dataclass
+class _Counts:
+    """The summary's counts, over the blocks of scored rows in order."""
+
+    rows: int = 0
+    windows: int = 0
+    alerts: int = 0
+    anomalous_rows: int = 0
+    open: bool = False  # the decision on the last row counted
+
+    def add(self, block: ScoredRows, tally: DriftTally | None) -> None:
+        flags = np.zeros(block.rows, dtype=bool)
+        if len(block.alert_open):
+            flags = np.where(block.window >= 0, block.alert_open[np.maximum(block.window, 0)], False)
+        self.rows += block.rows
+        self.windows += int(np.count_nonzero(block.window_end))
+        self.anomalous_rows += int(np.count_nonzero(flags))
+        # An alert is a row whose decision is on where the row before's was off.
+        self.alerts += int(np.count_nonzero(np.diff(flags.astype(np.int8), prepend=np.int8(self.open)) == 1))
+        if block.rows:
+            self.open = bool(flags[-1])
+        if tally is not None:
+            tally.add_scores(block.scores[block.window[block.window_end]])
