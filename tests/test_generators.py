@@ -21,6 +21,7 @@ from edgevae.training.generators import STATE_FILE, GeneratorMeta, load_generato
 from edgevae.training.generators.augment import parse_augment
 from edgevae.training.generators.config import GeneratorConfig, add_arguments, config_from_args, validate_config
 from edgevae.training.generators.gan import Critic, GANConfig, gradient_penalty
+from edgevae.training.generators.nets import position_features
 from edgevae.training.generators.train import train_generator
 from edgevae.training.simulate import simulate_plant
 
@@ -236,6 +237,8 @@ def test_an_existing_run_folder_is_refused(tmp_path: Path, capsys: pytest.Captur
         ({"data": Path("/nonexistent.csv")}, r"--sines and --data are exclusive"),
         ({"sines": False, "data": Path("/nonexistent.csv")}, r"--data .*no such file"),
         ({"seed": -1}, r"--seed"),
+        ({"positions": 3}, r"--positions must be an even number >= 0"),
+        ({"positions": -2}, r"--positions must be an even number >= 0"),
     ],
 )
 def test_bad_config(tmp_path: Path, overrides: dict[str, object], match: str) -> None:
@@ -294,3 +297,35 @@ def test_the_critic_scores_any_window_length() -> None:
     for window in (8, 24, 100):
         critic = Critic(GANConfig(window=window, channels=3, hidden=8))
         assert critic(torch.rand(4, window, 3)).shape == (4,)
+
+
+def test_the_critic_with_positions_scores_any_window_length() -> None:
+    for window in (8, 24, 100):
+        critic = Critic(GANConfig(window=window, channels=3, hidden=8, positions=4))
+        assert critic(torch.rand(4, window, 3)).shape == (4,)
+
+
+def test_position_features_are_the_steps_sin_and_cos() -> None:
+    features = position_features(5, 4)
+    assert features.shape == (4, 5)
+    # Frequencies 1 and 1/100 (10,000 ** -(i / half)): sin rows first, then cos rows.
+    steps = torch.arange(5, dtype=torch.float32)
+    expected = torch.stack([steps.sin(), (steps / 100).sin(), steps.cos(), (steps / 100).cos()])
+    torch.testing.assert_close(features, expected)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_run_folder_written_without_positions_still_loads(
+    sines_runs: dict[str, Path], kind: str, tmp_path: Path
+) -> None:
+    """Run folders from before position features record no `positions`: they load as the model they were."""
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "generator.json").write_bytes((sines_runs[kind] / "generator.json").read_bytes())
+    state = torch.load(sines_runs[kind] / STATE_FILE, weights_only=True)
+    assert state["config"].pop("positions") == (16 if kind == "diffusion" else 0)  # the defaults
+    state["state_dict"] = {k: v for k, v in state["state_dict"].items() if ".pos." not in f".{k}"}
+    torch.save(state, old / STATE_FILE)
+    windows = load_generator(old).sample(3, seed=0)
+    assert windows.shape == (3, 24, 5)
+    assert np.isfinite(windows).all()

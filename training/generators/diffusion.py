@@ -21,7 +21,7 @@ from torch import nn
 
 from edgevae.training.generators import STATE_FILE, GeneratorMeta
 from edgevae.training.generators.config import DEFAULT_DDIM_STEPS, PREDICTIONS
-from edgevae.training.generators.nets import ResStack, seeded_noise, step_embedding
+from edgevae.training.generators.nets import ResStack, position_features, seeded_noise, step_embedding
 
 
 @dataclass
@@ -39,6 +39,7 @@ class DiffusionConfig:
     # extremes would score real extremes as unusual (reasoned, not measured on a VAE), so eps; `--prediction x0`
     # is the other choice.
     prediction: str = "eps"
+    positions: int = 0  # sin/cos features of the absolute time step added at the input (0: none)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -60,6 +61,8 @@ class Denoiser(nn.Module):
         self.embed_dim = h
         self.step_mlp = nn.Sequential(nn.Linear(h, 2 * h), nn.SiLU(), nn.Linear(2 * h, h))
         self.inp = nn.Conv1d(cfg.channels, h, 1)
+        self.positions = cfg.positions
+        self.pos = nn.Conv1d(cfg.positions, h, 1, bias=False) if cfg.positions else None
         self.stack = ResStack(h, cfg.blocks, cond_dim=h)
         last = nn.Conv1d(h, cfg.channels, 1, bias=False)
         # A zero last layer (no bias) starts every prediction at 0: the middle of the data in [-1, 1], or eps's mean.
@@ -68,7 +71,10 @@ class Denoiser(nn.Module):
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         cond = self.step_mlp(step_embedding(t, self.embed_dim))
-        out: torch.Tensor = self.out(self.stack(self.inp(x), cond))
+        h = self.inp(x)
+        if self.pos is not None:
+            h = h + self.pos(position_features(x.shape[2], self.positions).unsqueeze(0))
+        out: torch.Tensor = self.out(self.stack(h, cond))
         return out
 
 

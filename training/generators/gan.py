@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from edgevae.training.generators import STATE_FILE, GeneratorMeta
-from edgevae.training.generators.nets import ResStack, seeded_noise
+from edgevae.training.generators.nets import ResStack, position_features, seeded_noise
 
 
 @dataclass
@@ -28,6 +28,7 @@ class GANConfig:
     blocks: int = 4
     noise_dim: int = 8  # noise channels per time step
     global_noise_dim: int = 16  # one noise vector per window, broadcast over time
+    positions: int = 0  # sin/cos features of the absolute time step into generator and critic (0: none)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -47,6 +48,7 @@ class WindowGenerator(nn.Module):
         h = cfg.hidden
         self.seq_in = nn.Conv1d(cfg.noise_dim, h, 1)
         self.global_in = nn.Linear(cfg.global_noise_dim, h)
+        self.pos = nn.Conv1d(cfg.positions, h, 1, bias=False) if cfg.positions else None
         self.stack = ResStack(h, cfg.blocks, cond_dim=h, norm=False)
         self.out = nn.Sequential(nn.SiLU(), nn.Conv1d(h, cfg.channels, 1))
 
@@ -55,6 +57,8 @@ class WindowGenerator(nn.Module):
         g = self.global_in(glob)
         # The window-level vector enters twice: added to every step and as FiLM conditioning of each block.
         h = self.seq_in(seq) + g.unsqueeze(2)
+        if self.pos is not None:
+            h = h + self.pos(position_features(seq.shape[2], self.cfg.positions).unsqueeze(0))
         out: torch.Tensor = torch.sigmoid(self.out(self.stack(h, g)))
         return out.transpose(1, 2)
 
@@ -70,7 +74,8 @@ class Critic(nn.Module):
     def __init__(self, cfg: GANConfig) -> None:
         super().__init__()
         h = cfg.hidden
-        layers: list[nn.Module] = [nn.Conv1d(cfg.channels, h, 3, padding=1), nn.LeakyReLU(0.2)]
+        self.positions = cfg.positions
+        layers: list[nn.Module] = [nn.Conv1d(cfg.channels + cfg.positions, h, 3, padding=1), nn.LeakyReLU(0.2)]
         length = cfg.window
         while length > 4:
             layers += [nn.Conv1d(h, h, 4, stride=2, padding=1), nn.LeakyReLU(0.2)]
@@ -79,7 +84,11 @@ class Critic(nn.Module):
         self.head = nn.Sequential(nn.Linear(2 * h, h), nn.LeakyReLU(0.2), nn.Linear(h, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.features(x.transpose(1, 2))
+        x = x.transpose(1, 2)
+        if self.positions:
+            pos = position_features(x.shape[2], self.positions).unsqueeze(0).expand(len(x), -1, -1)
+            x = torch.cat([x, pos], dim=1)
+        h = self.features(x)
         pooled = torch.cat([h.mean(dim=2), h.amax(dim=2)], dim=1)
         out: torch.Tensor = self.head(pooled).squeeze(1)
         return out

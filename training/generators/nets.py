@@ -64,6 +64,13 @@ def step_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
     return torch.cat([angles.sin(), angles.cos()], dim=1)
 
 
+def position_features(length: int, dim: int) -> torch.Tensor:
+    """(dim, length) sin/cos features of the absolute time step 0..length-1 (the transformer's position
+    encoding): a conv stack sees only relative offsets, and a window's shape can depend on where in the
+    window a step lies (every Sines window starts near its phase)."""
+    return step_embedding(torch.arange(length), dim).T
+
+
 def seeded_noise(seed: int, start: int, stop: int, shape: tuple[int, ...]) -> torch.Tensor:
     """Standard normal noise for windows start..stop-1 of a sample drawn with `seed`, shape (stop-start, *shape).
 

@@ -97,11 +97,15 @@ def _build(cfg: GeneratorConfig, channels: int) -> _Trainer:
     if cfg.kind == "diffusion":
         from edgevae.training.generators.diffusion import DiffusionConfig, DiffusionTrainer
 
-        model_cfg = DiffusionConfig(cfg.window_rows, channels, cfg.hidden, cfg.blocks, cfg.timesteps, cfg.prediction)
+        model_cfg = DiffusionConfig(
+            cfg.window_rows, channels, cfg.hidden, cfg.blocks, cfg.timesteps, cfg.prediction, cfg.position_features
+        )
         return DiffusionTrainer(model_cfg, cfg.learning_rate, cfg.ema_decay, cfg.seed)
     from edgevae.training.generators.gan import GANConfig, GANTrainer
 
-    gan_cfg = GANConfig(cfg.window_rows, channels, cfg.hidden, cfg.blocks, cfg.noise_dim, cfg.global_noise_dim)
+    gan_cfg = GANConfig(
+        cfg.window_rows, channels, cfg.hidden, cfg.blocks, cfg.noise_dim, cfg.global_noise_dim, cfg.position_features
+    )
     return GANTrainer(gan_cfg, cfg.learning_rate, cfg.n_critic, cfg.gp_weight, cfg.seed)
 
 
