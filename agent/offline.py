@@ -159,10 +159,10 @@ def _score_stream(bundle: Bundle, stream: TableStream, out: Path, backend_key: s
     )
     partial = out.with_name(out.name + ".part")
     backend = create_backend(bundle.model_path, backend_key)
+    scorer = StreamScorer(manifest, backend, None, _DEFAULTS.max_batch, _DEFAULTS.max_gap_periods)
     try:
         with open_scores(partial) as fh:
             writer = ScoreWriter(fh, names, manifest.threshold.value, len(manifest.channels))
-            scorer = StreamScorer(manifest, backend, None, _DEFAULTS.max_batch, _DEFAULTS.max_gap_periods)
             for chunk in stream:
                 values = chunk.values[:, columns]
                 if tally is not None:

@@ -159,14 +159,14 @@ def _iso_layout(text: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     rows = len(text)
     # Each cell as its code points, NUL-padded to 32 (the longest layout) so every position can be read.
     width = text.dtype.itemsize // 4
-    codes = np.zeros((rows, max(width, 33)), dtype=np.int64)
+    codes = np.zeros((rows, max(width, 33)), dtype=np.int32)
     codes[:, :width] = np.ascontiguousarray(text).view(np.uint32).reshape(rows, width)
     digits = codes - ord("0")
     is_digit = (digits >= 0) & (digits <= 9)
 
     def field(start: int, length: int) -> tuple[np.ndarray, np.ndarray]:
         span = slice(start, start + length)
-        weights = 10 ** np.arange(length - 1, -1, -1)
+        weights = 10 ** np.arange(length - 1, -1, -1, dtype=np.int64)
         return digits[:, span] @ weights, is_digit[:, span].all(axis=1)
 
     (year, y_ok), (month, mo_ok), (day, d_ok) = field(0, 4), field(5, 2), field(8, 2)

@@ -131,7 +131,7 @@ class CsvBlocks:
         # A blank row is skipped, whatever its delimiters; a row of another width that is not blank is an error.
         # Only a row whose first cell is blank can be blank.
         odd = set(np.flatnonzero(fields != width).tolist())
-        maybe = odd | (_blank_first(rows, delimiter) if _LINE_STARTS_BLANK[delimiter].search(text) else set())
+        maybe = odd | (_blank_first(rows, delimiter) if _starts_blank(rows, text, delimiter) else set())
         blank = [i for i in maybe if not rows[i].replace(delimiter, "").strip()]
         for i in sorted(odd - set(blank)):
             raise error(self.path, int(numbers[i]), f"expected {width} fields as in the header, got {fields[i]}")
@@ -168,6 +168,14 @@ def error(path: Path, line: int, expected: str, remedy: str | None = None) -> Ta
 
 # A line that starts with a space or a delimiter, or is empty: one scan of a block tells whether it has any.
 _LINE_STARTS_BLANK = {d: re.compile(rf"^[\s{re.escape(d)}]", re.MULTILINE) for d in (",", ";")}
+
+
+def _starts_blank(rows: list[str], text: str, delimiter: str) -> bool:
+    """Whether a row may start with a blank cell: it is empty, or starts with a space or the delimiter."""
+    if not text.isascii():
+        return _LINE_STARTS_BLANK[delimiter].search(text) is not None
+    # Every ASCII space sorts at or before " ", so the least row tells whether any row starts with one.
+    return not rows or min(rows)[:1] <= " " or text.startswith(delimiter) or "\n" + delimiter in text
 
 
 def _blank_first(rows: list[str], delimiter: str) -> set[int]:

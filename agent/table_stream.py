@@ -3,7 +3,8 @@
 `TableStream(path, options)` reads the header and finds the columns at once (raising as `read_table` does
 for a bad header), then yields `TableChunk`s. Every chunk is read as the whole file would be:
 
-- `auto` time is decided once, from the first UNIT_SAMPLE_ROWS rows, and every chunk is read in that unit;
+- `auto` time is decided once, from the first UNIT_SAMPLE_ROWS rows, and every chunk is read in that unit
+  (the whole-file reader decided from every row: the same unless the column changes kind further down);
 - --period stamps count rows from the top of the file, so a row left out keeps its slot;
 - --missing ffill fills from the last reading of an earlier chunk, and its limit counts a gap across chunks.
 
@@ -31,9 +32,11 @@ from edgevae.agent.table_policy import MissingPolicy
 # The reader's messages keep the name users filter on, whichever module writes them.
 logger = logging.getLogger("edgevae.agent.table")
 
-CHUNK_ROWS = 65_536
+# Small enough that the first chunk is scored soon after the command starts, large enough that a chunk's
+# fixed costs do not count.
+CHUNK_ROWS = 16_384
 # Rows that decide an `auto` time column's unit, whatever the chunk size: a file reads the same in any chunks.
-UNIT_SAMPLE_ROWS = 65_536
+UNIT_SAMPLE_ROWS = 8_192
 DEFAULT_READ = ReadOptions()
 
 
