@@ -167,7 +167,8 @@ def _iso_layout(text: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     def field(start: int, length: int) -> tuple[np.ndarray, np.ndarray]:
         span = slice(start, start + length)
         weights = 10 ** np.arange(length - 1, -1, -1, dtype=np.int64)
-        return digits[:, span] @ weights, is_digit[:, span].all(axis=1)
+        valid = np.asarray(is_digit[:, span].all(axis=1))
+        return digits[:, span] @ weights, valid
 
     (year, y_ok), (month, mo_ok), (day, d_ok) = field(0, 4), field(5, 2), field(8, 2)
     (hour, h_ok), (minute, mi_ok), (second, s_ok) = field(11, 2), field(14, 2), field(17, 2)

@@ -63,9 +63,9 @@ class MissingPolicy:
             self._close_all()
             self.last = values[-1]
             return None, values
-        gappy = missing.any(axis=1)
+        gappy = np.asarray(missing.any(axis=1))
         if self.options.missing == "drop":
-            keep = ~gappy
+            keep: np.ndarray = ~gappy
             self.dropped += int(np.count_nonzero(gappy))
             return keep, values
         bad = np.argwhere(missing[:, self.checked])

@@ -135,16 +135,14 @@ class TableStream:
                 i = int(wrong[0])
                 expected = f"expected a label 0 or 1 in column {self._csv.header[cols.label]!r}"
                 raise error(self.path, int(block.lines[i]), f"{expected}, got {block.cell(i, cols.label)!r}")
-        # Per row and column of the file, the cells that hold no usable value (None: there are none).
-        missing: np.ndarray | None = np.zeros((rows, block.width), dtype=bool)
+        # Per row and column of the file, the cells that hold no usable value.
+        missing = np.zeros((rows, block.width), dtype=bool)
         missing[:, cols.channels] = np.isnan(values)
         if self.unit != "period":
             missing[:, cols.timestamp] = np.isnan(stamps)
         if labels is not None:
             missing[:, cols.label] = np.isnan(labels)
-        if not missing.any():
-            missing = None
-        keep, values = self._policy.apply(block, missing, values)
+        keep, values = self._policy.apply(block, missing if missing.any() else None, values)
         if keep is not None:
             stamps, values = stamps[keep], values[keep]
             labels = None if labels is None else labels[keep]
