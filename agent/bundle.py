@@ -48,6 +48,11 @@ class Precision(str, Enum):
 
 
 PRECISIONS: tuple[str, ...] = tuple(p.value for p in Precision)
+# What `edgevae export` ships without --precision, and what the evaluation and the demo report: the faster
+# on ONNX Runtime's CPU backend. FP32 was as fast as static INT8 (QDQ) or faster for every architecture at
+# batches of 1, 16 and 256 windows (conv 1.6x at batch 1), and dynamic INT8 slower for conv and TCN
+# (docs/bench/precision.md); INT8 is the smaller (0.52x for conv), for `--precision int8`.
+DEFAULT_PRECISION = Precision.FP32
 
 # The graph's I/O names; export writes them, backends read them.
 INPUT_NAME = "window"

@@ -21,7 +21,7 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any
 
-from edgevae.agent.bundle import load_bundle, write_manifest
+from edgevae.agent.bundle import DEFAULT_PRECISION, load_bundle, write_manifest
 from edgevae.demo.bench_latency import latency
 from edgevae.demo.bench_offline import offline
 from edgevae.demo.bench_report import machine, render
@@ -98,9 +98,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     started = time.perf_counter()
     results: dict[str, Any] = {"quick": args.quick, "machine": machine(), "scale": dataclasses.asdict(scale)}
     models = bundles(workdir, scale)
-    with closing(load_bundle(models["int8", 1])) as default:
+    with closing(load_bundle(models[DEFAULT_PRECISION.value, 1])) as default:
         results["bundle"] = {"window": default.manifest.window, "stride": default.manifest.stride,
-                             "channels": len(default.manifest.channels)}  # fmt: skip
+                             "channels": len(default.manifest.channels),
+                             "precision": DEFAULT_PRECISION.value}  # fmt: skip
     rows: list[dict[str, Any]] = []
     with start_broker(prefer="mosquitto") as broker:
         for per_message in PER_MESSAGE:
@@ -118,7 +119,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     rows.append({"consumer": "agent", "per_message": per_message, "precision": precision,
                                  "stride": stride, **got})  # fmt: skip
         results["throughput"] = rows
-        results["latency"] = latency(workdir, broker, models["int8", 1], scale.latency_devices,
+        results["latency"] = latency(workdir, broker, models[DEFAULT_PRECISION.value, 1], scale.latency_devices,
                                      scale.latency_seconds, scale.latency_rate)  # fmt: skip
     results["offline"] = {p: offline(workdir, models[p, 1], scale.offline_rows) for p in PRECISIONS}
     results["seconds"] = round(time.perf_counter() - started, 1)

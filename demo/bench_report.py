@@ -79,7 +79,8 @@ def render(results: dict[str, Any]) -> str:
         "## Publish→alert latency",
         "",
         f"{lat['devices']} devices, {lat['rate']:,.0f} readings/s in all (published at {lat['published_rate']:,.0f}), "
-        f"one reading a message, a step fault on each device; INT8, stride 1.",
+        f"one reading a message, a step fault on each device; {b.get('precision', 'int8').upper()} (the export's "
+        "default), stride 1.",
         "",
         "| | p50 ms | p99 ms |",
         "|---|---|---|",

@@ -8,6 +8,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from edgevae.agent.bundle import DEFAULT_PRECISION
 from edgevae.core import metrics
 from edgevae.evaluation.report_labelled import labelled_notes, per_file_table
 from edgevae.evaluation.report_plots import write_plots
@@ -162,7 +163,7 @@ def markdown(results: dict[str, Any], images: list[Path]) -> str:
         groups = results.get("groups", {}).get(protocol, {})
         shown = groups and (not labelled or len(next(iter(groups.values()))) > 1)
         if shown:
-            precision = "int8" if "int8" in groups else next(iter(groups))
+            precision = DEFAULT_PRECISION.value if DEFAULT_PRECISION.value in groups else next(iter(groups))
             lines += [
                 f"By folder ({precision.upper()}):",
                 "",

@@ -6,6 +6,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from edgevae.agent.bundle import DEFAULT_PRECISION
+
 
 def labelled_notes(results: dict[str, Any]) -> list[str]:
     """What the protocol fit on, how the files were read, and what chose the decision settings."""
@@ -40,7 +42,7 @@ def labelled_notes(results: dict[str, Any]) -> list[str]:
 def per_file_table(results: dict[str, Any], protocol: str) -> list[str]:
     """One row per file (INT8 when evaluated): its rows, anomalous share and figures."""
     by_precision = results["per_file"][protocol]
-    precision = "int8" if "int8" in by_precision else next(iter(by_precision))
+    precision = DEFAULT_PRECISION.value if DEFAULT_PRECISION.value in by_precision else next(iter(by_precision))
     fit_rows = results["dataset"]["fit_rows"]
     lines = [
         f"Per file ({precision.upper()}):",

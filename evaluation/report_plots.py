@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from edgevae.agent.bundle import DEFAULT_PRECISION
 from edgevae.core import metrics
 
 PLOTTED_FILES = 4
@@ -71,7 +72,7 @@ def _precision_recall(protocol: str, by_precision: dict[str, list[Any]], path: P
 def _scores(protocol: str, by_precision: dict[str, list[Any]], path: Path) -> Path:
     import matplotlib.pyplot as plt
 
-    precision = "int8" if "int8" in by_precision else next(iter(by_precision))
+    precision = DEFAULT_PRECISION.value if DEFAULT_PRECISION.value in by_precision else next(iter(by_precision))
     shown = _spread(by_precision[precision], PLOTTED_FILES)
     fig, axes = plt.subplots(len(shown), 1, figsize=(9, 2.4 * len(shown)), sharex=False, squeeze=False)
     for ax, r in zip(axes[:, 0], shown, strict=True):

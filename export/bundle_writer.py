@@ -29,7 +29,7 @@ from edgevae.export import parity
 from edgevae.export._rundir import Run, load_run
 from edgevae.export.generator_onnx import export_generator
 from edgevae.export.onnx import DEFAULT_OPSET, set_metadata, to_onnx
-from edgevae.export.quantize import Int8Settings, Precision, compress
+from edgevae.export.quantize import DEFAULT_PRECISION, Int8Settings, Precision, compress
 from edgevae.export.tensorrt import PLAN_NAME, build_engine, require_tensorrt
 
 logger = logging.getLogger(__name__)
@@ -65,7 +65,7 @@ class ExportReport:
 def export_bundle(
     run_dir: str | Path,
     out: str | Path,
-    precision: Precision | str = Precision.INT8,
+    precision: Precision | str = DEFAULT_PRECISION,
     threshold_method: str = AUTO,
     threshold_params: dict[str, Any] | None = None,
     model_id: str | None = None,

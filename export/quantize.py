@@ -22,6 +22,7 @@ from onnxruntime.quantization import (
     quantize_static,
 )
 
+from edgevae.agent.bundle import DEFAULT_PRECISION as DEFAULT_PRECISION
 from edgevae.agent.bundle import INPUT_NAME
 from edgevae.agent.bundle import Precision as Precision  # the bundle's contract; export names it here too
 from edgevae.core.errors import ExportError
