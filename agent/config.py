@@ -122,7 +122,17 @@ class LimitsConfig(Table):
     queue_bytes: int = Field(
         default=64 * 1024 * 1024,
         ge=64,
-        description="payload bytes held between the network thread and scoring; more is dropped as queue_full",
+        description="payload bytes held between the network thread and scoring; more waits, then is dropped",
+    )
+    # While paho's thread waits it acknowledges nothing, so the broker holds further messages for the session
+    # (up to its max_queued_messages) instead of the agent dropping them; and it sends nothing, so a wait must
+    # stay well inside the keepalive.
+    queue_wait_s: float = Field(
+        default=5.0,
+        ge=0,
+        le=30,
+        description="when the queue is full, how long the network thread waits for room before a message is "
+        "dropped as queue_full; 0: drop at once",
     )
 
     @model_validator(mode="after")

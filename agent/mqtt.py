@@ -49,8 +49,10 @@ def offline_reason(reason: str, online_since: float) -> bytes:
 
 
 class MqttLink:
-    """Callbacks run on paho's network thread holding its locks, so they never block: `on_message` only puts
-    the message on the inbox (or counts it as `queue_full`); scoring happens on the service's thread."""
+    """Callbacks run on paho's network thread holding its locks, so they block on nothing but room in the
+    inbox: `on_message` only puts the message there, waiting up to `queue_wait_s` when it is full (paho
+    acknowledges nothing meanwhile, so the broker holds what follows) and then counting it as `queue_full`;
+    scoring happens on the service's thread."""
 
     def __init__(
         self,
@@ -60,8 +62,10 @@ class MqttLink:
         password: str | None = None,
         max_payload_bytes: int | None = None,
         control: bool = False,
+        queue_wait_s: float = 0.0,
     ) -> None:
         self.cfg = cfg
+        self.queue_wait_s = queue_wait_s
         self.control = control  # subscribe to control requests
         self.max_payload_bytes = max_payload_bytes
         self.oversized = 0  # messages refused before queueing (network thread only)
@@ -308,8 +312,14 @@ class MqttLink:
             # Refused here, before it is queued: memory is bounded by the config, not by what the broker lets by.
             self.oversized += 1
             return
+        item = (topic, bytes(msg.payload))
+        if isinstance(self.inbox, Inbox) and self.queue_wait_s > 0:
+            # Backpressure: until this returns paho sends no acknowledgement, and the broker holds what follows.
+            if not self.inbox.put_waiting(item, self.queue_wait_s, lambda: self._stopping):
+                self.queue_full += 1
+            return
         try:
-            self.inbox.put_nowait((topic, bytes(msg.payload)))
+            self.inbox.put_nowait(item)
         except queue.Full:
             self.queue_full += 1
 

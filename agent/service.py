@@ -74,7 +74,7 @@ class Service:
         self.inbox = Inbox(limits.queue_size, limits.queue_bytes)
         self.link = MqttLink(
             config.mqtt, self.out, self.inbox, read_password(config.mqtt), limits.max_payload_bytes,
-            control=config.control.enabled,
+            control=config.control.enabled, queue_wait_s=limits.queue_wait_s,
         )  # fmt: skip
         self.outbox = Outbox(self.store, self.link, config.state.outbox_max_bytes)
         self.states = DeviceStates(self.out, manifest.threshold.value, config.mqtt.state_interval_s)

@@ -239,3 +239,32 @@ def test_the_link_records_why_it_is_down(broker: Broker) -> None:
         assert not link.connected.is_set()
     finally:
         link.stop()
+
+
+def test_a_backlog_larger_than_the_queue_is_scored_not_dropped(
+    tmp_path: Path, broker: Broker, bundle: Path, names: Names, collector: Collector, publisher: Publisher
+) -> None:
+    """An agent that falls behind (here: stopped while 1,000 readings arrive for it) used to read the backlog
+    at the broker's speed and drop what did not fit its queue (`queue_full`); now paho's thread waits for
+    room, the broker holds the rest for the session, and every reading is scored."""
+    config = tmp_path / "agent.toml"
+    config.write_text(to_toml(agent_document(broker, bundle, names, limits={"queue_size": 4})))
+    rows, per_message = 1000, 5
+    with agent_process(config) as proc:
+        collector.wait_payload(names.status, b"online", timeout=30)
+        collector.latest_json(names.stats, lambda s: True)
+        proc.send_signal(signal.SIGSTOP)
+        try:
+            publisher.send(names.data("pump"), batched_payloads(stream(rows), per_message=per_message))
+        finally:
+            proc.send_signal(signal.SIGCONT)
+        stats = collector.latest_json(
+            names.stats,
+            lambda s: s["dropped"]["queue_full"] > 0 or s["windows_scored"] == windows_for(rows),
+            timeout=60,
+        )
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0
+    assert stats["dropped"]["queue_full"] == 0
+    assert stats["readings"] == rows
+    assert stats["windows_scored"] == windows_for(rows)

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import queue
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
 import paho.mqtt.client as mqtt
+import pytest
 from agent_fixtures import (
     CHANNELS,
     T0,
@@ -153,3 +155,43 @@ def test_idle_devices_free_their_slots(
     publisher.send(names.data("pump"), batched_payloads(stream(rows, fault=("flow", 40, 70)), start=T0 + 1000))
     got = collector.wait_for(lambda ms: [m.json() for m in ms if m.topic == names.alert("pump")] or None)
     assert got[0]["top_channels"][0]["channel"] == "flow"
+
+
+def test_a_full_queue_waits_for_room() -> None:
+    """paho's thread waits (acknowledging nothing, so the broker holds what follows) while scoring makes room."""
+    inbox = Inbox(maxsize=1)
+    link = MqttLink(MqttConfig(), Topics("edgevae", "edge-1"), inbox, queue_wait_s=5.0)
+    taken: list[bytes] = []
+
+    def take_later() -> None:
+        for _ in range(3):
+            time.sleep(0.05)
+            taken.append(inbox.get(timeout=5)[1])
+
+    consumer = threading.Thread(target=take_later)
+    consumer.start()
+    for i in range(4):
+        msg = mqtt.MQTTMessage(topic=b"sensors/d/data")
+        msg.payload = str(i).encode()
+        link._on_message(link.client, None, msg)
+    consumer.join(5)
+    assert taken + [inbox.get_nowait()[1]] == [b"0", b"1", b"2", b"3"]
+    assert link.queue_full == 0
+
+
+@pytest.mark.parametrize(("stopping", "within_s"), [(False, 1.0), (True, 0.3)])
+def test_a_queue_that_stays_full_drops_after_the_wait(stopping: bool, within_s: float) -> None:
+    """Room that never comes: counted as queue_full after queue_wait_s, at once when the link is stopping."""
+    inbox = Inbox(maxsize=1)
+    link = MqttLink(MqttConfig(), Topics("edgevae", "edge-1"), inbox, queue_wait_s=0.5)
+    link._stopping = stopping
+    started = time.monotonic()
+    for i in range(2):
+        msg = mqtt.MQTTMessage(topic=b"sensors/d/data")
+        msg.payload = str(i).encode()
+        link._on_message(link.client, None, msg)
+    waited = time.monotonic() - started
+    assert (inbox.qsize(), link.queue_full) == (1, 1)
+    assert waited < within_s
+    if not stopping:
+        assert waited >= 0.5

@@ -106,6 +106,7 @@ def test_mqtts_defaults_to_port_8883(bundle: Path) -> None:
         ("detection", {"max_gap_periods": -1}, "detection.max_gap_periods: -1: a number >= 0"),
         ("detection", {"unknown_channels": "keep"}, "detection.unknown_channels: 'keep': one of 'drop', 'ignore'"),
         ("limits", {"max_payload_bytes": 10}, "limits.max_payload_bytes: 10: an integer >= 64"),
+        ("limits", {"queue_wait_s": 60}, "limits.queue_wait_s: 60: a number >= 0 and <= 30"),
         ("stats", {"interval_s": 0}, "stats.interval_s: 0: a number > 0"),
         ("stats", {"interval_s": float("nan")}, "stats.interval_s: nan: a number > 0"),
         ("log", {"level": "verbose"}, "log.level: 'verbose': one of 'debug', 'info', 'warning', 'error'"),
