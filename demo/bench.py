@@ -26,7 +26,7 @@ from edgevae.demo.bench_latency import latency
 from edgevae.demo.bench_offline import offline
 from edgevae.demo.bench_report import machine, render
 from edgevae.demo.bench_stream import agent_throughput, ceiling, prepare_messages
-from edgevae.demo.broker import start_broker
+from edgevae.demo.broker import Broker, start_broker
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,6 +46,7 @@ QUICK = Scale(300, 1_000, 2, 10, 4.0, 200.0, 5_000, 1)
 STRIDES = (1, 8)
 PRECISIONS = ("fp32", "int8")
 PER_MESSAGE = (1, 100)
+PROTOCOLS = ("5", "3.1.1")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -91,6 +92,22 @@ def _with_stride(base: Path, stride: int) -> Path:
     return variant
 
 
+def protocols(workdir: Path, broker: Broker, bundle: Path, scale: Scale) -> list[dict[str, Any]]:
+    """paho's receive path costs more in MQTT 5 than in 3.1.1: one reading a message, stride 1, each protocol
+    for the bare subscriber and the agent (`mqtt.protocol`), on the same messages."""
+    messages = prepare_messages(workdir, scale.rows_single, scale.devices, 1)
+    rows: list[dict[str, Any]] = []
+    for protocol in PROTOCOLS:
+        top = ceiling(broker, messages, protocol)
+        name = f"{DEFAULT_PRECISION.value}-s1-m1-mqtt{protocol}"
+        got = agent_throughput(workdir, broker, bundle, messages, name, protocol)
+        got["ratio"] = got["readings_per_s"] / top["readings_per_s"] if top["readings_per_s"] else 0.0
+        print(f"MQTT {protocol}: bare {top['readings_per_s']:,.0f}, agent {got['readings_per_s']:,.0f} readings/s",
+              flush=True)  # fmt: skip
+        rows.append({"protocol": protocol, "bare": top, "agent": got})
+    return rows
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     scale = QUICK if args.quick else FULL
     workdir: Path = args.workdir / ("quick" if args.quick else "full")
@@ -119,6 +136,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     rows.append({"consumer": "agent", "per_message": per_message, "precision": precision,
                                  "stride": stride, **got})  # fmt: skip
         results["throughput"] = rows
+        results["protocols"] = protocols(workdir, broker, models[DEFAULT_PRECISION.value, 1], scale)
         results["latency"] = latency(workdir, broker, models[DEFAULT_PRECISION.value, 1], scale.latency_devices,
                                      scale.latency_seconds, scale.latency_rate)  # fmt: skip
     results["offline"] = {p: offline(workdir, models[p, 1], scale.offline_rows) for p in PRECISIONS}

@@ -23,6 +23,9 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 QOS = 1  # what the agent subscribes with by default (mqtt.qos)
 
 
+PROTOCOLS = {"5": MQTTProtocolVersion.MQTTv5, "3.1.1": MQTTProtocolVersion.MQTTv311}
+
+
 def save_messages(path: Path, topics: list[str], payloads: list[bytes]) -> None:
     """The messages to publish, in order, as the publisher reads them."""
     np.savez(path, topics=np.array(topics, dtype=object), payloads=np.array(payloads, dtype=object))
@@ -78,11 +81,13 @@ class _Counter:
             self.done.set()
 
 
-def subscribe(host: str, port: int, topic_filter: str, expect: int, timeout: float) -> dict[str, Any]:
+def subscribe(
+    host: str, port: int, topic_filter: str, expect: int, timeout: float, protocol: str = "5"
+) -> dict[str, Any]:
     """Count messages on `topic_filter` until `expect` have come: paho with the agent's protocol and QoS and
     nothing else, the most a Python MQTT consumer gets from this broker."""
     counter = _Counter(expect)
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="", protocol=MQTTProtocolVersion.MQTTv5)
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="", protocol=PROTOCOLS[protocol])
     client.on_message = counter.on_message
     client.on_subscribe = lambda *_: counter.subscribed.set()
     client.on_connect = lambda c, *_: c.subscribe(topic_filter, qos=QOS)
@@ -116,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     subscriber.add_argument("--filter", required=True)
     subscriber.add_argument("--expect", type=int, required=True)
     subscriber.add_argument("--timeout", type=float, default=600.0)
+    subscriber.add_argument("--protocol", choices=sorted(PROTOCOLS), default="5")
     args = parser.parse_args(argv)
     if args.role == "publish":
         result = publish(args.host, args.port, args.messages, args.rate)
@@ -123,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.sent is not None:
             np.save(args.sent, np.asarray(sent, dtype=np.float64))
     else:
-        result = subscribe(args.host, args.port, args.filter, args.expect, args.timeout)
+        result = subscribe(args.host, args.port, args.filter, args.expect, args.timeout, args.protocol)
     print(json.dumps(result), flush=True)
     return 0
 

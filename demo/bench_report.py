@@ -73,6 +73,26 @@ def render(results: dict[str, Any]) -> str:
             f"{r['ratio']:.3f} | {r['cpu_us_per_reading']:.1f} | {dropped} | {r['lost']:,} | {per_batch:.1f} | "
             f"{r['peak_rss_mib']:.0f} | {r['start_to_online_s']:.1f} |"
         )
+    if "protocols" in results:
+        lines += [
+            "",
+            "## MQTT 5 against MQTT 3.1.1",
+            "",
+            "One reading a message, stride 1, the default precision; the bare subscriber and the agent "
+            "(`mqtt.protocol`) in each protocol, on the same messages.",
+            "",
+            "| protocol | bare readings/s | bare CPU µs/reading | agent readings/s | ratio | "
+            "agent CPU µs/reading | dropped |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for p in results["protocols"]:
+            bare, agent = p["bare"], p["agent"]
+            dropped = ", ".join(f"{k} {v:,}" for k, v in agent["dropped"].items()) or "0"
+            lines.append(
+                f"| {p['protocol']} | {bare['readings_per_s']:,.0f} | {bare['cpu_us_per_reading']:.1f} | "
+                f"{agent['readings_per_s']:,.0f} | {agent['ratio']:.3f} | {agent['cpu_us_per_reading']:.1f} | "
+                f"{dropped} |"
+            )
     lat = results["latency"]
     lines += [
         "",

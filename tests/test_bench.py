@@ -35,6 +35,11 @@ def test_the_quick_benchmark_runs_every_part_and_accounts_for_every_reading(
         assert r["readings_per_s"] > 0
         assert r["peak_rss_mib"] > 0
         assert r["start_to_online_s"] > 0
+    assert [p["protocol"] for p in results["protocols"]] == ["5", "3.1.1"]
+    for p in results["protocols"]:
+        assert p["agent"]["lost"] == 0, p
+        assert p["bare"]["received"] == results["scale"]["devices"] * results["scale"]["rows_single"]
+    assert "## MQTT 5 against MQTT 3.1.1" in report
     latency = results["latency"]
     assert latency["alerts"] == latency["faults"], "every step fault raised an alert whose window was matched"
     assert latency["alert_p99_ms"] >= latency["alert_p50_ms"] > 0
