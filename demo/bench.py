@@ -25,7 +25,7 @@ from edgevae.agent.bundle import DEFAULT_PRECISION, load_bundle, write_manifest
 from edgevae.demo.bench_latency import latency
 from edgevae.demo.bench_offline import offline
 from edgevae.demo.bench_report import machine, render
-from edgevae.demo.bench_stream import agent_throughput, ceiling, prepare_messages
+from edgevae.demo.bench_stream import Messages, agent_throughput, ceiling, prepare_messages
 from edgevae.demo.broker import Broker, start_broker
 
 
@@ -92,10 +92,9 @@ def _with_stride(base: Path, stride: int) -> Path:
     return variant
 
 
-def protocols(workdir: Path, broker: Broker, bundle: Path, scale: Scale) -> list[dict[str, Any]]:
+def protocols(workdir: Path, broker: Broker, bundle: Path, messages: Messages) -> list[dict[str, Any]]:
     """paho's receive path costs more in MQTT 5 than in 3.1.1: one reading a message, stride 1, each protocol
     for the bare subscriber and the agent (`mqtt.protocol`), on the same messages."""
-    messages = prepare_messages(workdir, scale.rows_single, scale.devices, 1)
     rows: list[dict[str, Any]] = []
     for protocol in PROTOCOLS:
         top = ceiling(broker, messages, protocol)
@@ -120,10 +119,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                              "channels": len(default.manifest.channels),
                              "precision": DEFAULT_PRECISION.value}  # fmt: skip
     rows: list[dict[str, Any]] = []
+    prepared: dict[int, Messages] = {}
     with start_broker(prefer="mosquitto") as broker:
         for per_message in PER_MESSAGE:
             per_device = scale.rows_single if per_message == 1 else scale.rows_batched
-            messages = prepare_messages(workdir, per_device, scale.devices, per_message)
+            messages = prepared[per_message] = prepare_messages(workdir, per_device, scale.devices, per_message)
             top = ceiling(broker, messages)
             print(f"bare subscriber, {per_message}/message: {top['readings_per_s']:,.0f} readings/s", flush=True)
             rows.append({"consumer": "bare paho subscriber", "per_message": per_message, **top})
@@ -136,7 +136,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     rows.append({"consumer": "agent", "per_message": per_message, "precision": precision,
                                  "stride": stride, **got})  # fmt: skip
         results["throughput"] = rows
-        results["protocols"] = protocols(workdir, broker, models[DEFAULT_PRECISION.value, 1], scale)
+        results["protocols"] = protocols(workdir, broker, models[DEFAULT_PRECISION.value, 1], prepared[1])
         results["latency"] = latency(workdir, broker, models[DEFAULT_PRECISION.value, 1], scale.latency_devices,
                                      scale.latency_seconds, scale.latency_rate)  # fmt: skip
     results["offline"] = {p: offline(workdir, models[p, 1], scale.offline_rows) for p in PRECISIONS}

@@ -20,6 +20,7 @@ from edgevae.agent.backends import create_backend
 from edgevae.agent.bundle import load_bundle
 from edgevae.agent.table import read_table, write_table
 from edgevae.core.window import sliding_windows
+from edgevae.demo.bench_stream import peak_rss_kib
 from edgevae.training.simulate import simulate_plant
 
 BATCH = 256  # the agent's detection.max_batch
@@ -44,7 +45,7 @@ def offline(workdir: Path, bundle: Path, rows: int) -> dict[str, Any]:
         done, status, _ = os.wait4(pid, os.WNOHANG)
         if done:
             break
-        peak_kib = max(peak_kib, _peak_rss_kib(pid))
+        peak_kib = max(peak_kib, peak_rss_kib(pid))
         time.sleep(0.02)
     seconds = time.perf_counter() - started
     code = os.waitstatus_to_exitcode(status)
@@ -59,15 +60,6 @@ def offline(workdir: Path, bundle: Path, rows: int) -> dict[str, Any]:
         "score_peak_rss_mib": peak_kib / 1024,
         "bare_rows_per_s": bare,
     }
-
-
-def _peak_rss_kib(pid: int) -> int:
-    """The process's peak resident set (VmHWM) so far, 0 once it has gone."""
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return 0
-    return next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:")), 0)
 
 
 def bare_loop(bundle_path: Path, data: Path) -> float:

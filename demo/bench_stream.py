@@ -198,7 +198,7 @@ def agent_throughput(
         agent.send_signal(signal.SIGCONT)
         final = _wait_done(watch, messages, started)
         cpu = _cpu_s(agent.pid) - cpu_before
-        rss_mib = _peak_rss_kib(agent.pid) / 1024
+        rss_mib = peak_rss_kib(agent.pid) / 1024
     finally:
         if agent.poll() is None:
             agent.send_signal(signal.SIGCONT)
@@ -247,11 +247,13 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
 
 
-def _peak_rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1])
-    return 0
+def peak_rss_kib(pid: int) -> int:
+    """The process's peak resident set (VmHWM) so far; 0 once it has gone."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0
+    return next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:")), 0)
 
 
 def windows_expected(rows: int, window: int, stride: int) -> int:
