@@ -2,10 +2,23 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from edgevae.export.bundle_writer import ExportReport
+
+
+def _compression_lines(precision: str, fid: dict[str, Any], sizes: dict[str, int]) -> list[str]:
+    """The shipped model against FP32; an FP32 bundle ships the FP32 graph, so only its size."""
+    if precision == "fp32":
+        return [f"size            fp32 {sizes['shipped_bytes']:,} B"]
+    return [
+        f"{precision} vs fp32    max rel {fid['max_rel_error']:.4f}, median rel {fid['median_rel_error']:.4f}, "
+        f"spearman {_fmt(fid['spearman'])}, decision flips {100 * fid['decision_flips']:.2f} % "
+        f"({fid['windows']} hold-out windows)",
+        f"size            fp32 {sizes['fp32_bytes']:,} B -> {precision} {sizes['shipped_bytes']:,} B "
+        f"({sizes['shipped_bytes'] / sizes['fp32_bytes']:.2f}x)",
+    ]
 
 
 def format_report(report: ExportReport) -> str:
@@ -21,11 +34,7 @@ def format_report(report: ExportReport) -> str:
         f"model           {m.model_id} {m.model_version}  {m.architecture}, score {m.score_kind}, {m.precision}",
         f"torch vs onnx   max rel error {tvo['max_rel_error_score']:.2e} score, "
         f"{tvo['max_rel_error_channel_error']:.2e} channel error  ({tvo['windows']} windows)",
-        f"{m.precision} vs fp32    max rel {fid['max_rel_error']:.4f}, median rel {fid['median_rel_error']:.4f}, "
-        f"spearman {_fmt(fid['spearman'])}, decision flips {100 * fid['decision_flips']:.2f} % "
-        f"({fid['windows']} hold-out windows)",
-        f"size            fp32 {sizes['fp32_bytes']:,} B -> {m.precision} {sizes['shipped_bytes']:,} B "
-        f"({sizes['shipped_bytes'] / sizes['fp32_bytes']:.2f}x)",
+        *_compression_lines(m.precision, fid, sizes),
         f"threshold       {t.value:.6g}  ({t.method}: {params}; {t.calibration_windows} hold-out windows)",
         f"threshold rule  {exp.get('threshold_choice', {}).get('reason', t.method)}",
         f"debounce        trigger {m.debounce.trigger}, clear {m.debounce.clear}",

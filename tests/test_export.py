@@ -242,6 +242,10 @@ def test_gaussian_decoder_exports_an_nll_score(tmp_path: Path) -> None:
     figures = m.export["parity"]
     assert figures["torch_vs_onnx_fp32"]["max_rel_error_score"] <= PARITY_RTOL
     assert figures["shipped_vs_fp32"]["max_rel_error"] == 0.0
+    # An FP32 bundle ships the FP32 graph: its report gives the size, not a comparison with itself.
+    text = report.summary()
+    assert "fp32 vs fp32" not in text
+    assert f"size            fp32 {m.export['sizes']['shipped_bytes']:,} B\n" in text
 
 
 @pytest.mark.slow
