@@ -21,7 +21,7 @@ import numpy as np
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from edgevae.agent.bundle import DEFAULT_PRECISION, PRECISIONS
+from edgevae.agent.bundle import PRECISIONS, Precision
 from edgevae.agent.readings import encode_payloads
 from edgevae.agent.table import Table, read_table
 from edgevae.agent.topics import Topics, fleet_filter
@@ -52,8 +52,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--precision",
         choices=PRECISIONS,
-        default=DEFAULT_PRECISION.value,
-        help="bundle precision (default: %(default)s)",
+        default=Precision.INT8.value,
+        help="bundle precision (default: %(default)s, the compressed bundle a small device would take; "
+        "edgevae export's own default is fp32)",
     )
     # What to replay
     parser.add_argument("--devices", type=int, default=3, help="simulated devices streaming at once (default: 3)")
