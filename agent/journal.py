@@ -51,9 +51,8 @@ class AlertJournal:
             return []
         queued = [alert for alert in raised if not self._held_back(alert)]
         try:
-            with self.store.transaction():
-                for alert in queued:
-                    self.outbox.add(self.topics.alert(alert.device), alert.to_json(), "alert")
+            with self.outbox.transaction() as messages:
+                messages += [(self.topics.alert(alert.device), alert.to_json(), "alert") for alert in queued]
                 for device in result.changed:
                     open_alert = detector.open_alert(device)
                     if open_alert is None:
@@ -61,10 +60,8 @@ class AlertJournal:
                     else:
                         self.store.save_open_alert(device, self._record(open_alert))
         except sqlite3.Error as exc:
-            # A full or failing disk must not cost the alert: it goes out now, held in memory only.
+            # A full or failing disk must not cost the alert: the outbox sent it on, held in memory only.
             logger.error("state database write failed (%s): %d alerts sent without durability", exc, len(queued))
-            for alert in queued:
-                self.outbox.send_volatile(self.topics.alert(alert.device), alert.to_json(), "alert")
         return raised
 
     def _held_back(self, alert: Alert) -> bool:
@@ -89,7 +86,7 @@ class AlertJournal:
         """Take up the alerts open at the last stop; returns the ends queued for those that cannot continue."""
         ended: list[Alert] = []
         model = {"id": self.manifest.model_id, "version": self.manifest.model_version}
-        with self.store.transaction():
+        with self.outbox.transaction() as messages:
             for device, record in self.store.open_alerts().items():
                 try:
                     open_alert = OpenAlert.from_record(record)
@@ -107,7 +104,7 @@ class AlertJournal:
                     logger.warning("alert %s on %s is still open; it continues", record["id"], device)
                     continue
                 end = self._model_changed_end(open_alert, record)
-                self.outbox.add(self.topics.alert(device), end.to_json(), "alert")
+                messages.append((self.topics.alert(device), end.to_json(), "alert"))
                 self.store.delete_open_alert(device)
                 ended.append(end)
                 logger.warning(
@@ -121,9 +118,9 @@ class AlertJournal:
         ends = [self._model_changed_end(a, self._record(a)) for a in open_alerts]
         if not ends:
             return ends
-        with self.store.transaction():
+        with self.outbox.transaction() as messages:
             for end in ends:
-                self.outbox.add(self.topics.alert(end.device), end.to_json(), "alert")
+                messages.append((self.topics.alert(end.device), end.to_json(), "alert"))
                 self.store.delete_open_alert(end.device)
         return ends
 

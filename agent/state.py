@@ -5,9 +5,9 @@ not yet acknowledged by the broker, and the alerts that are open, with what is n
 them. It sits in the state directory (systemd's `StateDirectory=`, outside any model folder), is locked by
 one agent at a time, and a database that cannot be read is moved aside rather than stopping the agent.
 
-Commits are `synchronous=FULL`: a row is on disk before the agent hands its message to the broker, so a
-power cut loses nothing that was decided. Alerts are rare; the fsync per scoring pass that raised one is
-the price.
+Commits are `synchronous=FULL`: once a commit returns, its rows survive a power cut, and a message is sent
+until the broker acknowledges it. The outbox hands a transaction's messages to the broker just before the
+commit (edgevae.agent.outbox), so the fsync per scoring pass that raised an alert costs no alert latency.
 """
 
 from __future__ import annotations

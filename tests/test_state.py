@@ -7,8 +7,10 @@ import os
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -216,6 +218,98 @@ def test_refused_and_unsendable_messages_are_not_retried(tmp_path: Path) -> None
     link.ack_all(failure="Not authorized")
     box.pump()
     assert (box.rejected, store.outbox_size()) == (1, (0, 0))
+
+
+def rows_on_disk(directory: Path) -> list[bytes]:
+    """The outbox's payloads as another connection sees them: only what has been committed."""
+    db = sqlite3.connect(directory / database_name("edge-1"))
+    try:
+        return [bytes(p) for (p,) in db.execute("SELECT payload FROM outbox ORDER BY seq")]
+    finally:
+        db.close()
+
+
+def test_a_transactions_messages_are_handed_over_before_it_commits(tmp_path: Path) -> None:
+    store, box, link = outbox(tmp_path)
+    on_disk_when_sent: list[list[bytes]] = []
+    publish = link.publish_tracked
+
+    def publish_and_look(topic: str, payload: bytes, *, kind: str) -> int | None:
+        on_disk_when_sent.append(rows_on_disk(tmp_path))
+        return publish(topic, payload, kind=kind)
+
+    link.publish_tracked = publish_and_look  # type: ignore[method-assign]
+    with box.transaction() as messages:
+        messages += [("edgevae/d/alert", b"a", "alert"), ("edgevae/d/alert", b"b", "alert")]
+    assert [p for _, _, p in link.sent] == [b"a", b"b"]
+    assert on_disk_when_sent == [[], []], "handed over before the commit, not after its fsync"
+    assert rows_on_disk(tmp_path) == [b"a", b"b"], "and on disk once it returns"
+    assert (box.depth, box.in_flight) == (2, 2)
+    box.pump()
+    assert len(link.sent) == 2, "not handed over again"
+    link.ack_all()
+    box.pump()
+    assert store.outbox_size() == (0, 0)
+
+
+def test_a_transactions_messages_wait_behind_older_unsent_ones(tmp_path: Path) -> None:
+    store, box, link = outbox(tmp_path)
+    link.full = True
+    add(box, store, b"a")
+    box.pump()
+    link.full = False
+    with box.transaction() as messages:
+        messages.append(("edgevae/d/alert", b"b", "alert"))
+    assert link.sent == [], "b may not overtake a"
+    box.pump()
+    assert [p for _, _, p in link.sent] == [b"a", b"b"]
+
+
+def failing_commits(store: StateStore) -> Callable[[], Any]:
+    """The store's transaction as a disk that fails at the commit leaves it: rolled back, an error raised."""
+
+    @contextmanager
+    def transaction() -> Iterator[None]:
+        store.db.execute("BEGIN IMMEDIATE")
+        yield
+        store.db.execute("ROLLBACK")
+        msg = "disk I/O error"
+        raise sqlite3.OperationalError(msg)
+
+    return transaction
+
+
+def test_a_failed_commit_sends_each_message_once_and_forgets_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store, box, link = outbox(tmp_path)
+    commit = store.transaction
+    monkeypatch.setattr(store, "transaction", failing_commits(store))
+    with pytest.raises(sqlite3.OperationalError), box.transaction() as messages:
+        messages += [("edgevae/d/alert", b"a", "alert"), ("edgevae/d/alert", b"b", "alert")]
+    assert [p for _, _, p in link.sent] == [b"a", b"b"], "handed over once, not again without durability"
+    assert (box.depth, box.bytes, box.in_flight) == (0, 0, 0)
+    assert rows_on_disk(tmp_path) == []
+    monkeypatch.setattr(store, "transaction", commit)
+    with box.transaction() as messages:
+        messages.append(("edgevae/d/alert", b"c", "alert"))  # may take a's sequence number
+    link.ack_all()
+    box.pump()
+    assert [p for _, _, p in link.sent] == [b"a", b"b", b"c"]
+    assert store.outbox_size() == (0, 0)
+    assert box.delivered == 1, "the acknowledgements of a and b count for nothing"
+
+
+def test_a_failed_commit_while_disconnected_sends_its_messages_without_durability(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store, box, link = outbox(tmp_path)
+    link.connected = False
+    monkeypatch.setattr(store, "transaction", failing_commits(store))
+    with pytest.raises(sqlite3.OperationalError), box.transaction() as messages:
+        messages.append(("edgevae/d/alert", b"a", "alert"))
+    assert [p for _, _, p in link.sent] == [b"a"], "paho holds it for the reconnect"
+    assert (box.depth, box.in_flight) == (0, 0)
 
 
 # --- open alerts ------------------------------------------------------------------------------------------
