@@ -63,8 +63,10 @@ class MqttLink:
         max_payload_bytes: int | None = None,
         control: bool = False,
         queue_wait_s: float = 0.0,
+        readings: bool = True,
     ) -> None:
         self.cfg = cfg
+        self.readings = readings  # subscribe to the readings (False: another client takes them, see `enqueue`)
         self.queue_wait_s = queue_wait_s
         self.control = control  # subscribe to control requests
         self.max_payload_bytes = max_payload_bytes
@@ -233,18 +235,23 @@ class MqttLink:
         self.session_present = bool(getattr(flags, "session_present", False))
         # Subscribing here renews the subscriptions after every reconnect (a clean or expired session has none;
         # a resumed one keeps them, and subscribing again changes nothing).
-        subscriptions = [(topic, int(self.cfg.qos)) for topic in self.cfg.topics]
+        subscriptions = [(topic, int(self.cfg.qos)) for topic in self.cfg.topics] if self.readings else []
         if self.control:
             subscriptions.append((self.topics.requests, 1))
         self._subscribed = [topic for topic, _ in subscriptions]
-        client.subscribe(subscriptions)
+        if subscriptions:
+            client.subscribe(subscriptions)
+        if not self.readings and self.session_present:
+            # A session from before the readings moved to their own connection would deliver them here too.
+            client.unsubscribe(list(self.cfg.topics))
         self.online_since = time.time()
         client.publish(self.topics.offline_reason, offline_reason("connection_lost", self.online_since), 1, True)
         client.publish(self.topics.availability, ONLINE, qos=1, retain=True)
         self.connected.set()
         self.last_error = ""
         resumed = "resumed its session" if self.session_present else "new session"
-        logger.info("connected to %s (%s); subscribed to %s", self.cfg.broker, resumed, ", ".join(self.cfg.topics))
+        logger.info("connected to %s (%s); subscribed to %s", self.cfg.broker, resumed,
+                    ", ".join(self._subscribed) or "nothing")  # fmt: skip
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
         was_connected = self.connected.is_set()
@@ -308,13 +315,17 @@ class MqttLink:
         if action is not None:
             self._request(action, msg)
             return
-        if self.max_payload_bytes is not None and len(msg.payload) > self.max_payload_bytes:
+        self.enqueue(topic, bytes(msg.payload))
+
+    def enqueue(self, topic: str, payload: bytes) -> None:
+        """Queue a reading message for scoring (on the thread of whichever client received it)."""
+        if self.max_payload_bytes is not None and len(payload) > self.max_payload_bytes:
             # Refused here, before it is queued: memory is bounded by the config, not by what the broker lets by.
             self.oversized += 1
             return
-        item = (topic, bytes(msg.payload))
+        item = (topic, payload)
         if isinstance(self.inbox, Inbox) and self.queue_wait_s > 0:
-            # Backpressure: until this returns paho sends no acknowledgement, and the broker holds what follows.
+            # Backpressure: until this returns the client reads nothing further, and the broker holds what follows.
             if not self.inbox.put_waiting(item, self.queue_wait_s, lambda: self._stopping):
                 self.queue_full += 1
             return

@@ -7,7 +7,7 @@ import queue
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -28,15 +28,21 @@ from edgevae.agent.notify import Notifier
 from edgevae.agent.outbox import Outbox
 from edgevae.agent.presence import Presence
 from edgevae.agent.readings import DeviceTopics, DropReason, OrderGuard, ReadingParser
+from edgevae.agent.readings_client import open_readings
 from edgevae.agent.release import Device
 from edgevae.agent.service_stats import link_state, metrics_sample, report_status, stats_report
 from edgevae.agent.state import StateStore
 from edgevae.agent.stats import DropLog, RateMeter, StatsReport
 from edgevae.agent.topics import Topics
-from edgevae.agent.update_setup import UpdateRunner, model_store
 from edgevae.core.decision import Debounce
 
+if TYPE_CHECKING:
+    from edgevae.agent.model_store import ModelStore
+    from edgevae.agent.update_setup import UpdateRunner
+
 logger = logging.getLogger(__name__)
+
+READINGS_SUBSCRIBE_WAIT_S = 3.0
 # Device ids longer than this are refused, so that every alert topic stays far inside MQTT's limits.
 MAX_DEVICE_ID_BYTES = 256
 
@@ -56,7 +62,7 @@ class Service:
         self.notifier = notifier or Notifier()
         self.store = StateStore(config.state.path, self.agent_id)
         try:
-            self.models = model_store(config)
+            self.models = _model_store(config)
             self.bundle, self.backend = load_active(config, self.models)
         except BaseException:
             self.store.close()
@@ -72,10 +78,14 @@ class Service:
         self.out = Topics(config.mqtt.topic_prefix, self.agent_id)
         self.drops = DropLog(config.log.drop_warning_interval_s)
         self.inbox = Inbox(limits.queue_size, limits.queue_bytes)
+        password = read_password(config.mqtt)
         self.link = MqttLink(
-            config.mqtt, self.out, self.inbox, read_password(config.mqtt), limits.max_payload_bytes,
+            config.mqtt, self.out, self.inbox, password, limits.max_payload_bytes,
             control=config.control.enabled, queue_wait_s=limits.queue_wait_s,
         )  # fmt: skip
+        self.readings_link = open_readings(config.mqtt, self.agent_id, password, limits.max_payload_bytes,
+                                           self.link.enqueue, self.link.is_connected)  # fmt: skip
+        self.link.readings = self.readings_link is None
         self.outbox = Outbox(self.store, self.link, config.state.outbox_max_bytes)
         self.states = DeviceStates(self.out, manifest.threshold.value, config.mqtt.state_interval_s)
         self.journal = AlertJournal(self.store, self.outbox, manifest, self.out, self.states)
@@ -87,6 +97,8 @@ class Service:
         self.metrics: Metrics | None = Metrics(lambda: metrics_sample(self)) if config.metrics.port else None
         self.updates: UpdateRunner | None = None
         if self.models is not None:
+            from edgevae.agent.update_setup import UpdateRunner
+
             self.updates = UpdateRunner(
                 config, self.models, read_password(config.mqtt), self._publish_update, self._device
             )
@@ -203,6 +215,11 @@ class Service:
         reload (RELOADING=1) rather than a stop is under way."""
         watchdog_s = self.notifier.watchdog_s
         tick = min(MAX_TICK_S, self.config.stats.interval_s, watchdog_s or MAX_TICK_S)
+        if self.readings_link is not None:
+            self.readings_link.start()
+            # `online` tells publishers the agent takes readings: on a first start the broker has no session
+            # to queue them in until this subscription stands.
+            self.readings_link.subscribed.wait(READINGS_SUBSCRIBE_WAIT_S)
         self.link.start()
         if self.updates is not None:
             self.updates.start()
@@ -254,6 +271,8 @@ class Service:
                 self.metrics.stop()
             reason = "reloading" if reloading is not None and reloading.is_set() else "stopped"
             self.link.stop(self.states.cleared(), reason)
+            if self.readings_link is not None:
+                self.readings_link.stop()
             self.backend.close()
             self.bundle.close()
             self.store.close()
@@ -358,3 +377,13 @@ class Service:
         self.link.publish(self.out.agent_topic("stats"), report.to_json(), kind="stats", qos=1, retain=True)
         report_status(self, report)
         return report
+
+
+def _model_store(config: Config) -> ModelStore | None:
+    """The model store where model updates are on. python-tuf and what it imports (some 11 MiB resident) load
+    only then: most agents run one bundle."""
+    if not config.updates.enabled:
+        return None
+    from edgevae.agent.update_setup import model_store
+
+    return model_store(config)

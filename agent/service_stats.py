@@ -92,7 +92,7 @@ def metrics_sample(service: Service) -> Sample:
         alerts_muted=service.journal.muted_alerts,
         devices=detector.devices,
         queue_depth=service.inbox.qsize(),
-        connected=link.connected.is_set(),
+        connected=link.connected.is_set() and readings_connected(service),
         outbox_depth=service.outbox.depth,
         outbox_bytes=service.outbox.bytes,
         model={"id": manifest.model_id, "version": manifest.model_version, "backend": service.backend.key},
@@ -104,11 +104,18 @@ def metrics_sample(service: Service) -> Sample:
     )
 
 
+def readings_connected(service: Service) -> bool:
+    readings = service.readings_link
+    return readings is None or readings.is_connected()
+
+
 def link_state(service: Service) -> str:
     cfg = service.config.mqtt
-    if service.link.connected.is_set():
-        return f"connected to {cfg.broker}"
-    return f"NOT CONNECTED to {cfg.broker} ({service.link.last_error or 'connecting'})"
+    if not service.link.connected.is_set():
+        return f"NOT CONNECTED to {cfg.broker} ({service.link.last_error or 'connecting'})"
+    if service.readings_link is not None and not service.readings_link.is_connected():
+        return f"readings NOT CONNECTED to {cfg.broker} ({service.readings_link.last_error or 'connecting'})"
+    return f"connected to {cfg.broker}"
 
 
 def report_status(service: Service, report: StatsReport | None = None) -> None:

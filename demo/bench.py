@@ -47,6 +47,7 @@ STRIDES = (1, 8)
 PRECISIONS = ("fp32", "int8")
 PER_MESSAGE = (1, 100)
 PROTOCOLS = ("5", "3.1.1")
+CLIENTS = ("paho", "libmosquitto")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -55,6 +56,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="where results.json and report.md go (default: docs/bench)")  # fmt: skip
     parser.add_argument("--workdir", type=Path, default=Path("build/bench"),
                         help="the model, messages and logs (default: build/bench)")  # fmt: skip
+
+
+def readings_client() -> str:
+    """What the agent's default `mqtt.readings_client` (auto) takes on this machine."""
+    from edgevae.agent import libmosquitto
+
+    try:
+        return f"libmosquitto {libmosquitto.load().version}"
+    except libmosquitto.LibraryUnavailable:
+        return "paho"
 
 
 def bundles(workdir: Path, scale: Scale) -> dict[tuple[str, int], Path]:
@@ -107,12 +118,26 @@ def protocols(workdir: Path, broker: Broker, bundle: Path, messages: Messages) -
     return rows
 
 
+def clients(workdir: Path, broker: Broker, bundle: Path, messages: Messages) -> list[dict[str, Any]]:
+    """paho decodes in Python, libmosquitto in C: one reading a message, stride 1, the default precision;
+    the bare subscriber on each client and the agent with each `mqtt.readings_client`, on the same messages."""
+    rows: list[dict[str, Any]] = []
+    for client in CLIENTS:
+        top = ceiling(broker, messages, client=client)
+        name = f"{DEFAULT_PRECISION.value}-s1-m1-{client}"
+        got = agent_throughput(workdir, broker, bundle, messages, name, readings_client=client)
+        print(f"{client}: bare {top['readings_per_s']:,.0f}, agent {got['readings_per_s']:,.0f} readings/s", flush=True)
+        rows.append({"client": client, "bare": top, "agent": got})
+    return rows
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     scale = QUICK if args.quick else FULL
     workdir: Path = args.workdir / ("quick" if args.quick else "full")
     workdir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    results: dict[str, Any] = {"quick": args.quick, "machine": machine(), "scale": dataclasses.asdict(scale)}
+    results: dict[str, Any] = {"quick": args.quick, "machine": machine(), "scale": dataclasses.asdict(scale),
+                               "readings_client": readings_client()}  # fmt: skip
     models = bundles(workdir, scale)
     with closing(load_bundle(models[DEFAULT_PRECISION.value, 1])) as default:
         results["bundle"] = {"window": default.manifest.window, "stride": default.manifest.stride,
@@ -137,6 +162,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                  "stride": stride, **got})  # fmt: skip
         results["throughput"] = rows
         results["protocols"] = protocols(workdir, broker, models[DEFAULT_PRECISION.value, 1], prepared[1])
+        results["clients"] = clients(workdir, broker, models[DEFAULT_PRECISION.value, 1], prepared[1])
         results["latency"] = latency(workdir, broker, models[DEFAULT_PRECISION.value, 1], scale.latency_devices,
                                      scale.latency_seconds, scale.latency_rate)  # fmt: skip
     results["offline"] = {p: offline(workdir, models[p, 1], scale.offline_rows) for p in PRECISIONS}

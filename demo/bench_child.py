@@ -1,9 +1,9 @@
-"""The benchmark's helper processes: a publisher of prepared messages, and the bare paho subscriber that
-sets the transport's ceiling. Each runs in its own process, so that neither shares a GIL with what it
-measures; each prints one JSON line when done.
+"""The benchmark's helper processes: a publisher of prepared messages, and the bare subscriber (paho, or
+libmosquitto through the agent's binding) that sets the transport's ceiling. Each runs in its own process,
+so that neither shares a GIL with what it measures; each prints one JSON line when done.
 
     python -m edgevae.demo.bench_child publish --port P --messages FILE.npz
-    python -m edgevae.demo.bench_child subscribe --port P --filter 'bench/+/data' --expect N
+    python -m edgevae.demo.bench_child subscribe --port P --filter 'bench/+/data' --expect N [--client C]
 """
 
 from __future__ import annotations
@@ -14,13 +14,13 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
-QOS = 1  # what the agent subscribes with by default (mqtt.qos)
+QOS: Literal[1] = 1  # what the agent subscribes with by default (mqtt.qos)
 
 
 PROTOCOLS = {"5": MQTTProtocolVersion.MQTTv5, "3.1.1": MQTTProtocolVersion.MQTTv311}
@@ -72,7 +72,7 @@ class _Counter:
         self.subscribed = threading.Event()
         self.done = threading.Event()
 
-    def on_message(self, _client: mqtt.Client, _userdata: Any, _msg: mqtt.MQTTMessage) -> None:
+    def on_message(self, _client: Any, _userdata: Any, _msg: Any) -> None:
         if self.count == 0:
             self.first, self.cpu_first = time.time(), time.process_time()
         self.count += 1
@@ -82,28 +82,50 @@ class _Counter:
 
 
 def subscribe(
-    host: str, port: int, topic_filter: str, expect: int, timeout: float, protocol: str = "5"
+    host: str, port: int, topic_filter: str, expect: int, timeout: float, protocol: str = "5", client: str = "paho"
 ) -> dict[str, Any]:
-    """Count messages on `topic_filter` until `expect` have come: paho with the agent's protocol and QoS and
-    nothing else, the most a Python MQTT consumer gets from this broker."""
+    """Count messages on `topic_filter` until `expect` have come, with the agent's protocol and QoS and
+    nothing else: with paho, the most a Python consumer on paho gets from this broker; with libmosquitto,
+    the most one gets whose network loop runs in C."""
     counter = _Counter(expect)
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="", protocol=PROTOCOLS[protocol])
-    client.on_message = counter.on_message
-    client.on_subscribe = lambda *_: counter.subscribed.set()
-    client.on_connect = lambda c, *_: c.subscribe(topic_filter, qos=QOS)
-    client.connect(host, port)
-    client.loop_start()
-    counter.subscribed.wait(10)
-    print(json.dumps({"ready": True}), flush=True)
-    counter.done.wait(timeout)
-    client.loop_stop()
-    client.disconnect()
+    if client == "libmosquitto":
+        _subscribe_libmosquitto(host, port, topic_filter, protocol, counter, timeout)
+    else:
+        paho = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="", protocol=PROTOCOLS[protocol])
+        paho.on_message = counter.on_message
+        paho.on_subscribe = lambda *_: counter.subscribed.set()
+        paho.on_connect = lambda c, *_: c.subscribe(topic_filter, qos=QOS)
+        paho.connect(host, port)
+        paho.loop_start()
+        counter.subscribed.wait(10)
+        print(json.dumps({"ready": True}), flush=True)
+        counter.done.wait(timeout)
+        paho.loop_stop()
+        paho.disconnect()
     return {
         "messages": counter.count,
         "first": counter.first,
         "last": counter.last,
         "cpu_s": counter.cpu_last - counter.cpu_first,
     }
+
+
+def _subscribe_libmosquitto(
+    host: str, port: int, topic_filter: str, protocol: str, counter: _Counter, timeout: float
+) -> None:
+    from edgevae.agent.config import MqttConfig
+    from edgevae.agent.readings_client import MosquittoReadings
+
+    cfg = MqttConfig(broker=f"mqtt://{host}:{port}", topics=(topic_filter,), protocol=protocol,  # type: ignore[arg-type]
+                     session_expiry_s=0, qos=QOS)  # fmt: skip
+    readings = MosquittoReadings(
+        cfg, f"bench-{time.monotonic_ns()}", None, None, lambda *_: counter.on_message(0, 0, 0)
+    )
+    readings.start()
+    readings.subscribed.wait(10)
+    print(json.dumps({"ready": True}), flush=True)
+    counter.done.wait(timeout)
+    readings.stop()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -122,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     subscriber.add_argument("--expect", type=int, required=True)
     subscriber.add_argument("--timeout", type=float, default=600.0)
     subscriber.add_argument("--protocol", choices=sorted(PROTOCOLS), default="5")
+    subscriber.add_argument("--client", choices=("paho", "libmosquitto"), default="paho")
     args = parser.parse_args(argv)
     if args.role == "publish":
         result = publish(args.host, args.port, args.messages, args.rate)
@@ -129,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.sent is not None:
             np.save(args.sent, np.asarray(sent, dtype=np.float64))
     else:
-        result = subscribe(args.host, args.port, args.filter, args.expect, args.timeout, args.protocol)
+        result = subscribe(args.host, args.port, args.filter, args.expect, args.timeout, args.protocol, args.client)
     print(json.dumps(result), flush=True)
     return 0
 

@@ -55,7 +55,9 @@ def render(results: dict[str, Any]) -> str:
         "## Throughput",
         "",
         "Each consumer is paused (SIGSTOP) while the publisher hands the broker every message, then resumed:",
-        "it reads at its own speed. Same broker (mosquitto, loopback), same messages, MQTT 5, QoS 1.",
+        "it reads at its own speed. Same broker (mosquitto, loopback), same messages, MQTT 5, QoS 1. The agent "
+        f"runs its defaults: readings through {results.get('readings_client', 'paho')} (`mqtt.readings_client`); "
+        "the ratio is to the bare paho subscriber.",
         "",
         "| consumer | readings/message | precision | stride | readings/s | ratio to bare | CPU µs/reading | "
         "dropped | lost | windows/batch | peak RSS MiB | start to online s |",
@@ -91,6 +93,28 @@ def render(results: dict[str, Any]) -> str:
             lines.append(
                 f"| {p['protocol']} | {bare['readings_per_s']:,.0f} | {bare['cpu_us_per_reading']:.1f} | "
                 f"{agent['readings_per_s']:,.0f} | {agent['ratio']:.3f} | {agent['cpu_us_per_reading']:.1f} | "
+                f"{dropped} |"
+            )
+    if "clients" in results:
+        paho = next(c["bare"]["readings_per_s"] for c in results["clients"] if c["client"] == "paho")
+        lines += [
+            "",
+            "## The readings' client: paho against libmosquitto",
+            "",
+            "One reading a message, stride 1, the default precision; the bare subscriber on each client and the "
+            "agent with each `mqtt.readings_client`, on the same messages.",
+            "",
+            "| client | bare readings/s | bare CPU µs/reading | agent readings/s | agent / bare paho | "
+            "agent / bare on its client | agent CPU µs/reading | dropped |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for c in results["clients"]:
+            bare, agent = c["bare"], c["agent"]
+            dropped = ", ".join(f"{k} {v:,}" for k, v in agent["dropped"].items()) or "0"
+            lines.append(
+                f"| {c['client']} | {bare['readings_per_s']:,.0f} | {bare['cpu_us_per_reading']:.1f} | "
+                f"{agent['readings_per_s']:,.0f} | {agent['readings_per_s'] / paho:.3f} | "
+                f"{agent['readings_per_s'] / bare['readings_per_s']:.3f} | {agent['cpu_us_per_reading']:.1f} | "
                 f"{dropped} |"
             )
     lat = results["latency"]

@@ -81,11 +81,11 @@ def run_publisher(broker: Broker, messages: Messages, rate: float = 0.0, sent: P
     return result
 
 
-def ceiling(broker: Broker, messages: Messages, protocol: str = "5") -> dict[str, Any]:
-    """The bare paho subscriber's readings/s on these messages, and its CPU per reading."""
+def ceiling(broker: Broker, messages: Messages, protocol: str = "5", client: str = "paho") -> dict[str, Any]:
+    """The bare subscriber's readings/s on these messages, and its CPU per reading."""
     command = [sys.executable, "-m", "edgevae.demo.bench_child", "subscribe", "--host", broker.host,
                "--port", str(broker.port), "--filter", f"{TOPIC_ROOT}/+/data",
-               "--expect", str(messages.count), "--protocol", protocol]  # fmt: skip
+               "--expect", str(messages.count), "--protocol", protocol, "--client", client]  # fmt: skip
     with subprocess.Popen(command, stdout=subprocess.PIPE, text=True) as child:
         assert child.stdout is not None
         json.loads(child.stdout.readline())  # ready: subscribed
@@ -149,6 +149,7 @@ def agent_config(
     agent_id: str,
     stats_interval_s: float = STATS_INTERVAL_S,
     protocol: str = "5",
+    readings_client: str = "auto",
 ) -> Path:
     """A config of defaults but for the bundle, topics, a short stats interval and a fresh state directory
     (an alert left open by an earlier run would continue instead of opening)."""
@@ -156,7 +157,8 @@ def agent_config(
     shutil.rmtree(workdir / agent_id, ignore_errors=True)
     path.write_text(
         f'[mqtt]\nbroker = "mqtt://{broker.host}:{broker.port}"\ntopics = ["{TOPIC_ROOT}/+/data"]\n'
-        f'topic_prefix = "{PREFIX}"\nclient_id = "{agent_id}"\nprotocol = "{protocol}"\n\n'
+        f'topic_prefix = "{PREFIX}"\nclient_id = "{agent_id}"\nprotocol = "{protocol}"\n'
+        f'readings_client = "{readings_client}"\n\n'
         f'[model]\nbundle = "{bundle.resolve()}"\n\n'
         f'[stats]\ninterval_s = {stats_interval_s}\n\n[state]\ndirectory = "{(workdir / agent_id).resolve()}"\n'
     )
@@ -177,11 +179,12 @@ def accounted(stats: dict[str, Any], per_message: int) -> int:
 
 
 def agent_throughput(
-    workdir: Path, broker: Broker, bundle: Path, messages: Messages, name: str, protocol: str = "5"
-) -> dict[str, Any]:
+    workdir: Path, broker: Broker, bundle: Path, messages: Messages, name: str, protocol: str = "5",
+    readings_client: str = "auto",
+) -> dict[str, Any]:  # fmt: skip
     """The agent's readings/s, CPU per reading, drops, peak RSS and start-to-online on these messages."""
     agent_id = f"bench-{name}"
-    config = agent_config(workdir, broker, bundle, agent_id, protocol=protocol)
+    config = agent_config(workdir, broker, bundle, agent_id, protocol=protocol, readings_client=readings_client)
     watch = AgentWatch(broker, agent_id)
     launched = time.perf_counter()
     agent = start_agent(config, workdir / f"{agent_id}.log")

@@ -40,6 +40,12 @@ def test_the_quick_benchmark_runs_every_part_and_accounts_for_every_reading(
         assert p["agent"]["lost"] == 0, p
         assert p["bare"]["received"] == results["scale"]["devices"] * results["scale"]["rows_single"]
     assert "## MQTT 5 against MQTT 3.1.1" in report
+    assert [c["client"] for c in results["clients"]] == ["paho", "libmosquitto"]
+    for c in results["clients"]:
+        assert c["agent"]["lost"] == 0, c
+        assert c["bare"]["received"] == results["scale"]["devices"] * results["scale"]["rows_single"]
+    assert results["readings_client"].startswith("libmosquitto "), "the agent's default where the library loads"
+    assert "## The readings' client: paho against libmosquitto" in report
     latency = results["latency"]
     assert latency["alerts"] == latency["faults"], "every step fault raised an alert whose window was matched"
     assert latency["alert_p99_ms"] >= latency["alert_p50_ms"] > 0

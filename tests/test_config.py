@@ -29,7 +29,7 @@ PREFIX = "topic levels without wildcards or empty levels"
 MQTT_STRING = "at most 65535 bytes of UTF-8, without U+0000 (an MQTT string)"
 MQTT_KEYS = (
     "broker, protocol, client_id, username, password_file, password_credential, tls, keepalive, qos, topics, "
-    "topic_prefix, state_interval_s, reconnect_max_s, session_expiry_s"
+    "topic_prefix, state_interval_s, reconnect_max_s, session_expiry_s, readings_client"
 )
 
 
@@ -126,6 +126,7 @@ def test_mqtts_defaults_to_port_8883(bundle: Path) -> None:
         ("model", {"backend": {"type": "tensorrt", "plan": 1}}, "model.backend.plan: 1: a string"),
         ("model", {"bundle": 7}, "model.bundle: 7: a string"),
         ("drift", {"interval_s": 0}, "drift.interval_s: 0: a number > 0"),
+        ("mqtt", {"readings_client": "c"}, "mqtt.readings_client: 'c': one of 'auto', 'libmosquitto', 'paho'"),
     ],
 )
 def test_bad_values_name_key_value_and_expectation(
