@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from edgevae.agent.backends.base import Backend
+from edgevae.agent.backends.base import Backend, ScoreOutputs
 from edgevae.agent.bundle import Manifest
 from edgevae.core.decision import Debounce, Debouncer, Transition
 from edgevae.core.errors import BackendError
@@ -94,6 +94,17 @@ class _Pending:
     start_ts: float
     end_ts: float
     window: np.ndarray
+
+
+@dataclass
+class Due:
+    """Windows taken for scoring and their backend batches (`max_batch` windows at most each)."""
+
+    windows: list[_Pending]
+    batches: list[np.ndarray]
+
+    def __len__(self) -> int:
+        return len(self.windows)
 
 
 class _DeviceState:
@@ -243,31 +254,46 @@ class Detector:
         Never waits for a batch to fill: whatever is due now is scored now. If the backend fails, the due
         windows are discarded (not retried) and BackendError propagates.
         """
+        due = self.take()
+        return self.decide(due, self.score(due))
+
+    def take(self) -> Due:
+        """The due windows, stacked into backend batches; they are no longer pending. `score` then `decide`
+        them (the agent scores on a thread of its own while it reads the next messages)."""
         pending, self._pending = self._pending, []
-        outputs: list[tuple[np.ndarray, np.ndarray]] = []
-        for start in range(0, len(pending), self.max_batch):
-            chunk = pending[start : start + self.max_batch]
-            batch = np.stack([p.window for p in chunk])
+        chunks = range(0, len(pending), self.max_batch)
+        return Due(pending, [np.stack([p.window for p in pending[i : i + self.max_batch]]) for i in chunks])
+
+    def score(self, due: Due) -> list[tuple[ScoreOutputs, float]]:
+        """Run the backend on each batch: (outputs, seconds). Touches nothing but the backend."""
+        runs = []
+        for batch in due.batches:
             started = time.perf_counter()
             out = self.backend.run(batch)
-            seconds = time.perf_counter() - started
-            n, channels = len(chunk), len(self.manifest.channels)
+            runs.append((out, time.perf_counter() - started))
+        return runs
+
+    def decide(self, due: Due, runs: list[tuple[ScoreOutputs, float]]) -> StepResult:
+        """Update each device's alert state with the scores of `due` (in order, as they were taken)."""
+        channels = len(self.manifest.channels)
+        for batch, (out, seconds) in zip(due.batches, runs, strict=True):
+            n = len(batch)
             if out.score.shape != (n,) or out.channel_error.shape != (n, channels):
                 msg = (
                     f"backend {self.backend.key!r} returned score {out.score.shape} and channel_error "
                     f"{out.channel_error.shape} for a batch of {n}; expected ({n},) and ({n}, {channels})"
                 )
                 raise BackendError(msg)
-            outputs.append((out.score, out.channel_error))
             self.batches += 1
             if self.observer is not None:
                 self.observer(batch, out.score, seconds)
         result = StepResult()
-        scores = [s for chunk_scores, _ in outputs for s in chunk_scores.tolist()]
-        errors = [e for _, chunk_errors in outputs for e in chunk_errors]
-        for item, score, error in zip(pending, scores, errors, strict=True):
-            self._decide(item, float(score), error, result)
-        self.windows_scored += len(pending)
+        scores = [s for out, _ in runs for s in out.score.tolist()]
+        errors = [e for out, _ in runs for e in out.channel_error]
+        for item, score, error in zip(due.windows, scores, errors, strict=True):
+            if item.device in self._devices:  # not forgotten while its window was being scored
+                self._decide(item, float(score), error, result)
+        self.windows_scored += len(due.windows)
         return result
 
     def _decide(self, item: _Pending, score: float, error: np.ndarray, result: StepResult) -> None:

@@ -30,6 +30,7 @@ from edgevae.agent.presence import Presence
 from edgevae.agent.readings import DeviceTopics, DropReason, OrderGuard, ReadingParser
 from edgevae.agent.readings_client import open_readings
 from edgevae.agent.release import Device
+from edgevae.agent.scoring import ScoringThread
 from edgevae.agent.service_stats import link_state, metrics_sample, report_status, stats_report
 from edgevae.agent.state import StateStore
 from edgevae.agent.stats import DropLog, RateMeter, StatsReport
@@ -103,6 +104,7 @@ class Service:
                 config, self.models, read_password(config.mqtt), self._publish_update, self._device
             )
         self.detector.observer = self._observe_batch
+        self.scoring = ScoringThread(self.detector)
         self.health: HealthJob | None = None
         if config.selftest.enabled:
             self.health = HealthJob(
@@ -187,11 +189,12 @@ class Service:
 
     def _swap_model(self) -> None:
         """Between two scoring passes: score with the model the update thread handed over, if any."""
-        if self.updates is None or self.detector.pending:
+        if self.updates is None:
             return
         candidate = self.updates.updates.take_swap()
         if candidate is None:
             return
+        self._score(wait=True)  # the windows due so far are decided by the model that took them
         manifest = candidate.manifest
         was_open = self.detector.swap(manifest, candidate.backend, self._debounce(manifest))
         for end in self.journal.end_all(was_open):
@@ -261,7 +264,8 @@ class Service:
                 self.notifier.reloading()
             else:
                 self.notifier.stopping()
-            self._score()  # windows already due are decided; their alerts wait in the outbox if not sent now
+            self._score(wait=True)  # windows already due are decided; their alerts wait in the outbox if not sent now
+            self.scoring.close()
             self.outbox.settle(SETTLE_S)
             if self.updates is not None:
                 self.updates.stop()
@@ -297,7 +301,16 @@ class Service:
 
     def _drain(self, timeout: float) -> None:
         """Handle what has arrived (waiting up to `timeout` for the first message), until the queue is empty
-        or a batch of windows is due; scoring then runs at once rather than waiting for a fuller batch."""
+        or a batch of windows is due; scoring then runs at once rather than waiting for a fuller batch. While
+        a batch is being scored, handle only what has arrived, until its scores are in."""
+        if self.scoring.busy:
+            while not self.scoring.done() and self.detector.pending < self.detector.max_batch:
+                try:
+                    topic, payload = self.inbox.get_nowait()
+                except queue.Empty:
+                    return
+                self._handle(topic, payload)
+            return
         try:
             topic, payload = self.inbox.get(timeout=timeout)
         except queue.Empty:
@@ -347,11 +360,21 @@ class Service:
         self.detector.push_block(device, ts, values)
         self.drift.observe_readings(device, values)
 
-    def _score(self) -> bool:
-        if self.detector.pending == 0:
+    def _score(self, wait: bool = False) -> bool:
+        """Decide the windows being scored, then launch those due since (with `wait`, decide them too);
+        False when the backend failed."""
+        healthy = self._collect()
+        if self.detector.pending:
+            self.scoring.launch()
+            if wait:
+                healthy = self._collect() and healthy
+        return healthy
+
+    def _collect(self) -> bool:
+        if not self.scoring.busy:
             return True
         try:
-            result = self.detector.step()
+            result = self.scoring.collect()
         except Exception:
             self.scoring_errors += 1
             logger.exception("scoring failed; the due windows are dropped")
