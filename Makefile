@@ -19,11 +19,12 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[all,dev]'
 	touch $@
 
-# The tests and the demo use a real mosquitto broker from Debian's packages.
+# The tests and the demo use a real mosquitto broker from Debian's packages, and the agent takes its readings
+# through libmosquitto (which the broker's package pulls in).
 broker:
-	@command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || { \
-		echo "installing mosquitto"; \
-		$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto; }
+	@{ command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ]; } && ldconfig -p | grep -q libmosquitto.so.1 || { \
+		echo "installing mosquitto and libmosquitto1"; \
+		$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto libmosquitto1; }
 
 # The tests run the agent under its unit's syscall filter with libseccomp (Debian's python3-seccomp).
 seccomp:
