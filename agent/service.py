@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from edgevae.agent.active_model import load_active
-from edgevae.agent.block_parse import parse_block
 from edgevae.agent.bundle import Manifest
 from edgevae.agent.config import Config
 from edgevae.agent.config_file import read_password
@@ -21,13 +17,14 @@ from edgevae.agent.device_state import Acknowledgement, DeviceStates
 from edgevae.agent.drift_watch import DriftWatch
 from edgevae.agent.health import HealthJob
 from edgevae.agent.inbox import Inbox
+from edgevae.agent.intake import Intake
 from edgevae.agent.journal import AlertJournal
 from edgevae.agent.metrics import Metrics
 from edgevae.agent.mqtt import MqttLink
 from edgevae.agent.notify import Notifier
 from edgevae.agent.outbox import Outbox
 from edgevae.agent.presence import Presence
-from edgevae.agent.readings import DeviceTopics, DropReason, OrderGuard, ReadingParser
+from edgevae.agent.readings import DeviceTopics, OrderGuard, ReadingParser
 from edgevae.agent.readings_client import open_readings
 from edgevae.agent.release import Device
 from edgevae.agent.scoring import ScoringThread
@@ -44,11 +41,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 READINGS_SUBSCRIBE_WAIT_S = 3.0
-# Device ids longer than this are refused, so that every alert topic stays far inside MQTT's limits.
-MAX_DEVICE_ID_BYTES = 256
-
-# Most messages handled between two scoring passes, which bounds the time between watchdog pings.
-MAX_DRAIN = 2000
 MAX_TICK_S = 0.5
 # At a clean stop, how long to wait for the broker to acknowledge the alerts in flight.
 SETTLE_S = 2.0
@@ -105,6 +97,8 @@ class Service:
             )
         self.detector.observer = self._observe_batch
         self.scoring = ScoringThread(self.detector)
+        self.intake = Intake(self.inbox, self.topics, self.parser, self.guard, self.drops, self.detector,
+                             self.scoring, self.drift)  # fmt: skip
         self.health: HealthJob | None = None
         if config.selftest.enabled:
             self.health = HealthJob(
@@ -115,7 +109,6 @@ class Service:
         self._oversized_seen = 0
         self._next_eviction = 0.0
         self.evicted = 0
-        self.readings = 0
         self.alerts = 0
         self.scoring_errors = 0
         self._queue_full_seen = 0
@@ -201,7 +194,7 @@ class Service:
             logger.warning("alert %s on %s ended: the model changed", end.id, end.device)
         old_backend, old_bundle = self.backend, self.bundle
         self.backend, self.bundle, self.manifest = candidate.backend, candidate.bundle, manifest
-        self.parser = self._parser(manifest)
+        self.parser = self.intake.parser = self._parser(manifest)
         self.journal.manifest = manifest
         self.states.threshold = manifest.threshold.value
         self.drift.swap(manifest)
@@ -235,7 +228,7 @@ class Service:
         last_ping = next_stats = next_drift = time.monotonic()
         try:
             while not stop.is_set():
-                self._drain(tick)
+                self.intake.drain(tick)
                 healthy = self._score()
                 self._swap_model()
                 if self.selftest_requested and self.health is not None:
@@ -299,67 +292,6 @@ class Service:
             self.evicted += len(evicted)
             logger.info("forgot %d devices silent for %.0f s (%s)", len(evicted), idle_s, ", ".join(evicted[:5]))
 
-    def _drain(self, timeout: float) -> None:
-        """Handle what has arrived (waiting up to `timeout` for the first message), until the queue is empty
-        or a batch of windows is due; scoring then runs at once rather than waiting for a fuller batch. While
-        a batch is being scored, handle only what has arrived, until its scores are in."""
-        if self.scoring.busy:
-            while not self.scoring.done() and self.detector.pending < self.detector.max_batch:
-                try:
-                    topic, payload = self.inbox.get_nowait()
-                except queue.Empty:
-                    return
-                self._handle(topic, payload)
-            return
-        try:
-            topic, payload = self.inbox.get(timeout=timeout)
-        except queue.Empty:
-            return
-        for _ in range(MAX_DRAIN):
-            self._handle(topic, payload)
-            if self.detector.pending >= self.detector.max_batch:
-                return
-            try:
-                topic, payload = self.inbox.get_nowait()
-            except queue.Empty:
-                return
-        self._handle(topic, payload)
-
-    def _handle(self, topic: str, payload: bytes) -> None:
-        try:
-            self._handle_message(topic, payload)
-        except Exception:
-            # Nothing a sensor sends may stop the agent; an unforeseen failure is logged and the message lost.
-            logger.exception("failed to handle a message on %r", topic)
-
-    def _handle_message(self, topic: str, payload: bytes) -> None:
-        device = self.topics.device(topic)
-        if device is None:
-            self.drops.drop(DropReason.BAD_TOPIC, repr(topic)[:80], "no device id level in the topic")
-            return
-        if len(device.encode()) > MAX_DEVICE_ID_BYTES:
-            # Its alerts could not be published (the topic would be too long), so it is not scored at all.
-            self.drops.drop(DropReason.BAD_TOPIC, repr(device)[:80], f"device id over {MAX_DEVICE_ID_BYTES} bytes")
-            return
-        block = parse_block(self.parser, payload)
-        for reason, detail in block.drops:
-            self.drops.drop(reason, device, detail)
-        if not len(block):
-            return
-        ts, values = block.ts, block.values
-        refused = self.guard.check_block(device, ts)
-        if refused:
-            for i, reason in refused:
-                self.drops.drop(reason, device, f"ts {float(ts[i])!r}")
-            keep = np.ones(len(ts), dtype=bool)
-            keep[[i for i, _ in refused]] = False
-            ts, values = ts[keep], values[keep]
-            if not len(ts):
-                return
-        self.readings += len(ts)
-        self.detector.push_block(device, ts, values)
-        self.drift.observe_readings(device, values)
-
     def _score(self, wait: bool = False) -> bool:
         """Decide the windows being scored, then launch those due since (with `wait`, decide them too);
         False when the backend failed."""
@@ -391,6 +323,10 @@ class Service:
             else:
                 logger.warning("alert %s on %s ended after %.1f s", alert.id, alert.device, alert.duration_s or 0.0)
         return True
+
+    @property
+    def readings(self) -> int:
+        return self.intake.readings
 
     def report(self) -> StatsReport:
         return stats_report(self)
