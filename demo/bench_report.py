@@ -68,7 +68,7 @@ def render(results: dict[str, Any]) -> str:
             lines.append(f"| bare paho subscriber | {r['per_message']} | | | {r['readings_per_s']:,.0f} | 1 | "
                          f"{r['cpu_us_per_reading']:.1f} | | | | | |")  # fmt: skip
             continue
-        dropped = ", ".join(f"{k} {v:,}" for k, v in r["dropped"].items()) or "0"
+        dropped = _dropped(r)
         per_batch = r["windows_scored"] / r["batches"] if r["batches"] else 0.0
         lines.append(
             f"| agent | {r['per_message']} | {r['precision']} | {r['stride']} | {r['readings_per_s']:,.0f} | "
@@ -89,12 +89,8 @@ def render(results: dict[str, Any]) -> str:
         ]
         for p in results["protocols"]:
             bare, agent = p["bare"], p["agent"]
-            dropped = ", ".join(f"{k} {v:,}" for k, v in agent["dropped"].items()) or "0"
-            lines.append(
-                f"| {p['protocol']} | {bare['readings_per_s']:,.0f} | {bare['cpu_us_per_reading']:.1f} | "
-                f"{agent['readings_per_s']:,.0f} | {agent['ratio']:.3f} | {agent['cpu_us_per_reading']:.1f} | "
-                f"{dropped} |"
-            )
+            lines.append(f"| {p['protocol']} | {_bare_cells(bare)} | {agent['readings_per_s']:,.0f} | "
+                         f"{agent['ratio']:.3f} | {agent['cpu_us_per_reading']:.1f} | {_dropped(agent)} |")  # fmt: skip
     if "clients" in results:
         paho = next(c["bare"]["readings_per_s"] for c in results["clients"] if c["client"] == "paho")
         lines += [
@@ -110,13 +106,10 @@ def render(results: dict[str, Any]) -> str:
         ]
         for c in results["clients"]:
             bare, agent = c["bare"], c["agent"]
-            dropped = ", ".join(f"{k} {v:,}" for k, v in agent["dropped"].items()) or "0"
-            lines.append(
-                f"| {c['client']} | {bare['readings_per_s']:,.0f} | {bare['cpu_us_per_reading']:.1f} | "
-                f"{agent['readings_per_s']:,.0f} | {agent['readings_per_s'] / paho:.3f} | "
-                f"{agent['readings_per_s'] / bare['readings_per_s']:.3f} | {agent['cpu_us_per_reading']:.1f} | "
-                f"{dropped} |"
-            )
+            rate = agent["readings_per_s"]
+            lines.append(f"| {c['client']} | {_bare_cells(bare)} | {rate:,.0f} | {rate / paho:.3f} | "
+                         f"{rate / bare['readings_per_s']:.3f} | {agent['cpu_us_per_reading']:.1f} | "
+                         f"{_dropped(agent)} |")  # fmt: skip
     lat = results["latency"]
     lines += [
         "",
@@ -146,3 +139,11 @@ def render(results: dict[str, Any]) -> str:
             f"{o['score_rows_per_s'] / o['bare_rows_per_s']:.3f} | {o['score_peak_rss_mib']:.0f} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def _dropped(row: dict[str, Any]) -> str:
+    return ", ".join(f"{k} {v:,}" for k, v in row["dropped"].items()) or "0"
+
+
+def _bare_cells(bare: dict[str, Any]) -> str:
+    return f"{bare['readings_per_s']:,.0f} | {bare['cpu_us_per_reading']:.1f}"
