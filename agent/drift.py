@@ -71,8 +71,9 @@ class _Ring:
 class _Device:
     rows: _Ring
     scores: _Ring
-    dirty: bool = True
+    dirty: bool = True  # observed since `report` was last computed
     verdicts: dict[str, Any] = field(default_factory=dict)
+    report: dict[str, Any] = field(default_factory=dict)  # as of the last computation
 
 
 class DriftMonitor:
@@ -121,7 +122,7 @@ class DriftMonitor:
         """Drop a device's windows (it left the configuration)."""
         self._devices.pop(device, None)
 
-    def report(self) -> dict[str, Any]:
+    def report(self, assess: bool = True) -> dict[str, Any]:
         """JSON-ready: per device, its verdict, the channels out of range and the score shift.
 
         {"devices": {"pump1": {"verdict": "shift",
@@ -134,27 +135,42 @@ class DriftMonitor:
         `*_spans`: their median distance from the training min/max in training spans (null: a constant
         channel). Only channels with at least OUTSIDE_FRACTION of their rows outside are listed.
         """
-        devices = {}
-        for name, entry in self._devices.items():
-            check = self._range_check(entry)
-            shift = score_shift(entry.scores.view(), self.reference.score_quantiles)
-            devices[name] = _device_report(check, shift, self.channels)
-            entry.verdicts, entry.dirty = _verdicts(devices[name]), False
-        return {"devices": devices, "thresholds": thresholds()}
+        if assess:
+            for entry in self._devices.values():
+                self._assess(entry)
+        return {"devices": {name: entry.report for name, entry in self._devices.items()}, "thresholds": thresholds()}
 
-    def verdicts(self) -> dict[str, dict[str, Any]]:
-        """Per device, what `changed` compares: the verdicts and the names of the channels out of range."""
-        for entry in self._devices.values():
-            if entry.dirty:
-                check = self._range_check(entry)
-                shift = score_shift(entry.scores.view(), self.reference.score_quantiles)
-                entry.verdicts, entry.dirty = _verdicts(_device_report(check, shift, self.channels)), False
+    def verdicts(self, assess: bool = True) -> dict[str, dict[str, Any]]:
+        """Per device, what `changed` compares: the verdicts and the names of the channels out of range
+        (without `assess`: as each device was last assessed)."""
+        if assess:
+            for entry in self._devices.values():
+                self._assess(entry)
         return {name: entry.verdicts for name, entry in self._devices.items()}
 
-    def changed(self) -> bool:
+    def assess(self, device: str) -> None:
+        """Bring one device's verdicts and report up to date with what it was given."""
+        entry = self._devices.get(device)
+        if entry is not None:
+            self._assess(entry)
+
+    @property
+    def devices(self) -> list[str]:
+        return list(self._devices)
+
+    def _assess(self, entry: _Device) -> None:
+        # `changed` then `report`, as the agent calls them, assess each device once: on a hundred devices
+        # an assessment of all of them held the agent's scoring loop for some 60 ms.
+        if entry.dirty:
+            check = self._range_check(entry)
+            shift = score_shift(entry.scores.view(), self.reference.score_quantiles)
+            entry.report = _device_report(check, shift, self.channels)
+            entry.verdicts, entry.dirty = _verdicts(entry.report), False
+
+    def changed(self, assess: bool = True) -> bool:
         """True when a device's verdicts differ from those at the previous call (the first call: True once
         a device has been observed); the moment to publish `report()` as a retained message."""
-        current = self.verdicts()
+        current = self.verdicts(assess)
         if current == self._published or not current:
             return False
         self._published = current

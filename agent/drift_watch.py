@@ -2,7 +2,8 @@
 DriftMonitor, and on the stats interval publishes the retained drift report when a verdict changed.
 
 Observing is one call per message and one per scoring pass (no per-reading Python work); the statistics are
-computed every `drift.interval_s` only, on the scoring thread. A bundle without a training distribution (made
+computed every `drift.interval_s` only, on the service's thread, a few devices a pass (`step`): a hundred
+devices assessed at once held the scoring loop for some 100 ms. A bundle without a training distribution (made
 before bundles carried one) has no drift report, and says so once in the log.
 """
 
@@ -23,6 +24,7 @@ from edgevae.agent.drift import SEVERITY, DriftMonitor
 
 logger = logging.getLogger(__name__)
 FLUSH_ROWS = 1000  # the monitor's window: more rows than this buffered would only be overwritten
+DEVICES_PER_STEP = 4  # about 1 ms of assessment each
 
 
 class DriftWatch:
@@ -36,12 +38,14 @@ class DriftWatch:
         self._rows: dict[str, list[np.ndarray]] = defaultdict(list)
         self._row_counts: dict[str, int] = defaultdict(int)
         self._scores: dict[str, list[float]] = defaultdict(list)
+        self._sweep: list[str] = []  # devices still to assess in this interval
         self.swap(manifest)
 
     def swap(self, manifest: Manifest) -> None:
         """A new model: its own training distribution, and every device starts afresh."""
         self.monitor = DriftMonitor.from_manifest(manifest)
         self.psi, self.verdicts = {}, {}
+        self._sweep = []
         self._rows.clear()
         self._row_counts.clear()
         self._scores.clear()
@@ -88,14 +92,22 @@ class DriftWatch:
         self.verdicts.pop(device, None)
 
     def tick(self) -> None:
-        """Every `drift.interval_s`: publish the report when a device's verdict changed."""
-        if self.monitor is None:
+        """Every `drift.interval_s`: start assessing every device (see `step`)."""
+        if self.monitor is not None and not self._sweep:
+            self._sweep = sorted(set(self._rows) | set(self._scores) | set(self.monitor.devices))
+
+    def step(self) -> None:
+        """Every pass of the scoring loop: assess the next few devices of a sweep; at its end, publish the
+        report when a device's verdict changed."""
+        if self.monitor is None or not self._sweep:
             return
-        for device in set(self._rows) | set(self._scores):
+        for device in self._sweep[:DEVICES_PER_STEP]:
             self._flush(device)
-        if not self.monitor.changed():
+            self.monitor.assess(device)
+        del self._sweep[:DEVICES_PER_STEP]
+        if self._sweep or not self.monitor.changed(assess=False):
             return
-        report = self.monitor.report()
+        report = self.monitor.report(assess=False)
         devices = report["devices"]
         self.psi = {d: r["scores"]["psi"] for d, r in devices.items() if r["scores"]["psi"] is not None}
         for device, entry in devices.items():

@@ -246,6 +246,7 @@ class Service:
                 if now >= next_drift:
                     self.drift.tick()
                     next_drift = now + self.config.drift.interval_s
+                self.drift.step()
                 if now >= next_stats:
                     self._publish_stats()
                     next_stats = now + self.config.stats.interval_s
