@@ -122,7 +122,7 @@ def _fit(trainer: _Trainer, x: torch.Tensor, cfg: GeneratorConfig) -> dict[str, 
     batches = torch.Generator().manual_seed(cfg.seed)
 
     def draw() -> torch.Tensor:
-        return x[torch.randint(len(x), (cfg.batch,), generator=batches)]
+        return x[torch.randint(len(x), (cfg.batch_size,), generator=batches)]
 
     started = time.perf_counter()
     every = max(1, cfg.total_steps // HISTORY_ROWS)
