@@ -3,7 +3,8 @@
 paho decodes every packet in Python on a thread that shares the GIL with scoring: on the benchmark's
 single-reading messages its receive path alone costs about 45 µs of CPU a message, as much as the agent's
 own work. libmosquitto reads, decodes and acknowledges in C with the GIL released, and Python runs only to
-hand each message to the inbox (about 20 µs a message in the same measurement). The main link (paho) keeps
+hand each message to the inbox: a bare subscriber costs about 14 µs of CPU a message this way against
+paho's 46 (docs/bench/report.md, "The readings' client"). The main link (paho) keeps
 everything else: availability and its last will, alerts, states, control requests.
 
 The connection mirrors the main link's settings (broker, protocol, credentials, TLS, keepalive, a persistent
