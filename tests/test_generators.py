@@ -20,8 +20,8 @@ from edgevae.training.checkpoint import load_run
 from edgevae.training.generators import STATE_FILE, GeneratorMeta, load_generator
 from edgevae.training.generators.augment import parse_augment
 from edgevae.training.generators.config import GeneratorConfig, add_arguments, config_from_args, validate_config
-from edgevae.training.generators.gan import Critic, GANConfig, gradient_penalty
-from edgevae.training.generators.nets import position_features
+from edgevae.training.generators.gan import Critic, GANConfig, GANTrainer, gradient_penalty
+from edgevae.training.generators.nets import position_features, update_average
 from edgevae.training.generators.train import train_generator
 from edgevae.training.simulate import simulate_plant
 
@@ -233,6 +233,7 @@ def test_an_existing_run_folder_is_refused(tmp_path: Path, capsys: pytest.Captur
         ({"window": 1}, r"--window must be >= 2"),
         ({"ddim_steps": 60}, r"--ddim-steps 60 exceeds --timesteps 50"),
         ({"ema_decay": 1.0}, r"--ema-decay"),
+        ({"critic_lr": 0.0}, r"--critic-lr must be a finite number > 0"),
         ({"budget_s": 0.0}, r"--budget-s"),
         ({"data": Path("/nonexistent.csv")}, r"--sines and --data are exclusive"),
         ({"sines": False, "data": Path("/nonexistent.csv")}, r"--data .*no such file"),
@@ -254,7 +255,7 @@ def test_every_option_is_a_flag() -> None:
     assert all(a.help for a in actions.values())
     cfg = config_from_args(parser.parse_args(["--kind", "gan", "--out", "g", "--sines", "--splits", "7", "2", "1"]))
     assert (cfg.kind, cfg.sines, cfg.splits, cfg.window_rows, cfg.total_steps, cfg.learning_rate) == (
-        "gan", True, (7.0, 2.0, 1.0), 24, 1500, 1e-4,
+        "gan", True, (7.0, 2.0, 1.0), 24, 2250, 1e-4,
     )  # fmt: skip
     assert config_from_args(parser.parse_args(["--kind", "diffusion", "--out", "g"])).window_rows == 32
 
@@ -291,6 +292,43 @@ def test_gradient_penalty_of_a_linear_critic() -> None:
     real, fake = torch.rand(5, 8, 2), torch.rand(5, 8, 2)
     penalty = gradient_penalty(critic, real, fake, torch.Generator().manual_seed(0))
     assert float(penalty.detach()) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize(
+    ("decay", "steps", "expected"),
+    [
+        # The ramp (1 + step) / (10 + step): the first update moves 9/11 of the way, not 1 - decay of it.
+        (0.999, 1, 9 / 11),
+        (0.0, 1, 1.0),  # no averaging: the live weights
+        # After 300 updates from 0 towards 1, what is left of the start is the product of each step's decay.
+        (0.999, 300, 1 - float(np.prod([min(0.999, (1 + s) / (10 + s)) for s in range(1, 301)]))),
+        # Past the ramp the decay is the one asked for: 10,000 steps at 0.995 leave nothing of the start.
+        (0.995, 10_000, 1.0),
+    ],
+)
+def test_the_moving_average_of_weights(decay: float, steps: int, expected: float) -> None:
+    average, live = torch.nn.Linear(1, 1, bias=False), torch.nn.Linear(1, 1, bias=False)
+    with torch.no_grad():
+        average.weight.fill_(0.0)
+        live.weight.fill_(1.0)
+    for step in range(1, steps + 1):
+        update_average(average, live, decay, step)
+    assert float(average.weight.detach()) == pytest.approx(expected, abs=1e-5)
+
+
+def test_a_short_run_samples_trained_weights_not_its_initialization() -> None:
+    # At 0.999 without the ramp, 300 steps would leave 74 % of the random initialization in the average.
+    trainer = GANTrainer(GANConfig(window=8, channels=2, hidden=8, blocks=1), 1e-3, 4e-3, 1, 10.0, 0.999, seed=0)
+    start = {k: v.clone() for k, v in trainer.ema.state_dict().items()}
+    real = torch.rand(16, 8, 2)
+    for _ in range(300):
+        trainer.step(lambda: real)
+    saved, live = trainer.state()["state_dict"], trainer.generator.state_dict()
+    moved = sum(float((saved[k] - start[k]).norm()) for k in start)
+    trained = sum(float((live[k] - start[k]).norm()) for k in start)
+    assert moved > 0.5 * trained
+    # The run folder keeps the average, not the last weights.
+    assert not all(torch.equal(saved[k], live[k]) for k in saved)
 
 
 def test_the_critic_scores_any_window_length() -> None:

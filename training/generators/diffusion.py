@@ -21,7 +21,7 @@ from torch import nn
 
 from edgevae.training.generators import STATE_FILE, GeneratorMeta
 from edgevae.training.generators.config import DEFAULT_DDIM_STEPS, PREDICTIONS
-from edgevae.training.generators.nets import ResStack, position_features, seeded_noise, step_embedding
+from edgevae.training.generators.nets import ResStack, position_features, seeded_noise, step_embedding, update_average
 
 
 @dataclass
@@ -140,6 +140,7 @@ class DiffusionTrainer:
         self.ema_decay = ema_decay
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=lr)
         self.gen = torch.Generator().manual_seed(seed)
+        self.steps = 0
 
     def step(self, draw: Callable[[], torch.Tensor]) -> dict[str, float]:
         loss = self.model.loss(draw(), self.gen)
@@ -147,9 +148,8 @@ class DiffusionTrainer:
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
         self.optimizer.step()
-        with torch.no_grad():
-            for ema, live in zip(self.ema.parameters(), self.model.parameters(), strict=True):
-                ema.lerp_(live, 1 - self.ema_decay)
+        self.steps += 1
+        update_average(self.ema, self.model, self.ema_decay, self.steps)
         return {"loss": loss.item()}
 
     def state(self) -> dict[str, Any]:

@@ -3,10 +3,15 @@
 The generator maps a noise sequence (one vector per time step) plus one window-level noise vector through
 dilated 1-D conv residual blocks to a window; the critic is the same kind of stack pooled over time to a
 score. Neither uses batch norm: the gradient penalty is per sample, and batch statistics would couple them.
+
+Training is the paper's (five critic updates per generator update, Adam at 1e-4 with betas (0, 0.9)), and
+sampling uses a moving average of the generator's weights, as ProGAN and StyleGAN do: docs/generators.md
+has the measurements.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -17,7 +22,7 @@ import torch
 from torch import nn
 
 from edgevae.training.generators import STATE_FILE, GeneratorMeta
-from edgevae.training.generators.nets import ResStack, position_features, seeded_noise
+from edgevae.training.generators.nets import ResStack, position_features, seeded_noise, update_average
 
 
 @dataclass
@@ -106,17 +111,26 @@ def gradient_penalty(
 
 
 class GANTrainer:
-    """One step: `n_critic` critic updates on fresh real batches, then one generator update."""
+    """One step: `n_critic` critic updates on fresh real batches, then one generator update.
 
-    def __init__(self, cfg: GANConfig, lr: float, n_critic: int, gp_weight: float, seed: int) -> None:
+    Sampling uses an exponential moving average of the generator's weights: the last weights chase the
+    critic's latest opinion, and their average lies closer to the data (docs/generators.md).
+    """
+
+    def __init__(
+        self, cfg: GANConfig, lr: float, critic_lr: float, n_critic: int, gp_weight: float, ema_decay: float, seed: int
+    ) -> None:
         self.cfg = cfg
         self.generator = WindowGenerator(cfg)
         self.critic = Critic(cfg)
+        self.ema = copy.deepcopy(self.generator).requires_grad_(False)
+        self.ema_decay = ema_decay
         # Adam(beta1 0, beta2 0.9) as the WGAN-GP paper: momentum fights the critic's moving target.
         self.g_opt = torch.optim.Adam(self.generator.parameters(), lr=lr, betas=(0.0, 0.9))
-        self.c_opt = torch.optim.Adam(self.critic.parameters(), lr=lr, betas=(0.0, 0.9))
+        self.c_opt = torch.optim.Adam(self.critic.parameters(), lr=critic_lr, betas=(0.0, 0.9))
         self.n_critic, self.gp_weight = n_critic, gp_weight
         self.gen = torch.Generator().manual_seed(seed)
+        self.steps = 0
 
     def _noise(self, n: int) -> torch.Tensor:
         return torch.randn((n, *self.cfg.noise_shape), generator=self.gen)
@@ -136,12 +150,15 @@ class GANTrainer:
         self.g_opt.zero_grad(set_to_none=True)
         generator_loss.backward()
         self.g_opt.step()
+        self.steps += 1
+        update_average(self.ema, self.generator, self.ema_decay, self.steps)
         # The critic's estimate of the Wasserstein distance is the figure that tracks sample quality.
         return {"wasserstein": wasserstein.item(), "critic": critic_loss.item(), "generator": generator_loss.item()}
 
     def state(self) -> dict[str, Any]:
         # The critic is only needed to train; the run folder keeps what sampling needs.
-        return {"config": self.cfg.to_dict(), "state_dict": self.generator.state_dict()}
+        weights = self.ema if self.ema_decay > 0 else self.generator
+        return {"config": self.cfg.to_dict(), "state_dict": weights.state_dict()}
 
 
 class GANGenerator:

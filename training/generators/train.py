@@ -106,7 +106,9 @@ def _build(cfg: GeneratorConfig, channels: int) -> _Trainer:
     gan_cfg = GANConfig(
         cfg.window_rows, channels, cfg.hidden, cfg.blocks, cfg.noise_dim, cfg.global_noise_dim, cfg.position_features
     )
-    return GANTrainer(gan_cfg, cfg.learning_rate, cfg.n_critic, cfg.gp_weight, cfg.seed)
+    return GANTrainer(
+        gan_cfg, cfg.learning_rate, cfg.critic_learning_rate, cfg.n_critic, cfg.gp_weight, cfg.ema_decay, cfg.seed
+    )
 
 
 def _sampler(cfg: GeneratorConfig) -> dict[str, Any]:
