@@ -83,6 +83,8 @@ def test_run_folder_is_readable_without_torch(sines_runs: dict[str, Path], kind:
     assert training["data"]["sha256"]
     assert all(np.isfinite(v) for v in training["final_losses"].values())
     assert training["config"]["hidden"] == 16
+    # The critic's rate is recorded for a GAN only: by default, the generator's.
+    assert training["config"]["critic_lr"] == (training["config"]["lr"] if kind == "gan" else None)
     if kind == "diffusion":
         assert meta["sampler"]["ddim_steps"] == 5
         assert set(training["final_losses"]) == {"loss"}

@@ -105,7 +105,7 @@ class GeneratorConfig:
             lr=self.learning_rate,
             positions=self.position_features,
             batch=self.batch_size,
-            critic_lr=self.critic_learning_rate,
+            critic_lr=self.critic_learning_rate if self.kind == "gan" else None,
         )
 
 
