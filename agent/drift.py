@@ -136,16 +136,14 @@ class DriftMonitor:
         channel). Only channels with at least OUTSIDE_FRACTION of their rows outside are listed.
         """
         if assess:
-            for entry in self._devices.values():
-                self._assess(entry)
+            self._assess_all()
         return {"devices": {name: entry.report for name, entry in self._devices.items()}, "thresholds": thresholds()}
 
     def verdicts(self, assess: bool = True) -> dict[str, dict[str, Any]]:
         """Per device, what `changed` compares: the verdicts and the names of the channels out of range
         (without `assess`: as each device was last assessed)."""
         if assess:
-            for entry in self._devices.values():
-                self._assess(entry)
+            self._assess_all()
         return {name: entry.verdicts for name, entry in self._devices.items()}
 
     def assess(self, device: str) -> None:
@@ -157,6 +155,10 @@ class DriftMonitor:
     @property
     def devices(self) -> list[str]:
         return list(self._devices)
+
+    def _assess_all(self) -> None:
+        for entry in self._devices.values():
+            self._assess(entry)
 
     def _assess(self, entry: _Device) -> None:
         # `changed` then `report`, as the agent calls them, assess each device once: on a hundred devices
